@@ -1,0 +1,122 @@
+"""In-memory event log: the unit-test backend. Same contract as SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from adapters.serialization import SessionEventMapper, SessionStoredEvent
+from domain.errors import StreamVersionTaken
+from domain.ports import (
+    LOG_START,
+    AppendResult,
+    IdempotencyClaim,
+    IdempotencyKeyExists,
+    LogCursor,
+    RecordedEvent,
+    StoredIdempotency,
+)
+from events.catalogue import SessionEvent
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    stored: SessionStoredEvent
+    tenant_id: str
+    position: int
+    recorded_at: datetime
+
+
+class MemoryEventLog:
+    """Holds encoded rows (so the codec runs exactly as on a database) behind one lock."""
+
+    def __init__(self, mapper: SessionEventMapper | None = None) -> None:
+        self.mapper = mapper or SessionEventMapper()
+        self._lock = threading.Lock()
+        self._log: list[_Row] = []
+        self._streams: dict[UUID, list[_Row]] = {}
+        self._keys: dict[str, tuple[str, UUID, int, int]] = {}
+
+    def append(
+        self,
+        events: Sequence[SessionEvent],
+        *,
+        tenant_id: str,
+        idempotency: IdempotencyClaim | None = None,
+    ) -> AppendResult:
+        if not events:
+            msg = "append needs at least one event"
+            raise ValueError(msg)
+        encoded = [self.mapper.encode(event) for event in events]
+        session_id = events[0].session_id
+        with self._lock:
+            stream = self._streams.get(session_id, [])
+            for offset, stored in enumerate(encoded):
+                if stored.originator_version != len(stream) + 1 + offset:
+                    # Mirrors the databases' UNIQUE (session_id, version) plus contiguity.
+                    raise StreamVersionTaken(session_id, stored.originator_version)
+            if idempotency is not None and idempotency.key in self._keys:
+                raise IdempotencyKeyExists(self._stored_key(idempotency.key))
+            now = datetime.now(UTC)
+            rows = []
+            for stored in encoded:
+                row = _Row(stored, tenant_id, len(self._log) + 1, now)
+                self._log.append(row)
+                rows.append(row)
+            self._streams[session_id] = stream + rows
+            if idempotency is not None:
+                self._keys[idempotency.key] = (
+                    idempotency.request_hash,
+                    session_id,
+                    encoded[0].originator_version,
+                    encoded[-1].originator_version,
+                )
+        return AppendResult(
+            session_id=session_id,
+            version=encoded[-1].originator_version,
+            position=rows[-1].position,
+            events=len(rows),
+        )
+
+    def read_session(
+        self,
+        session_id: UUID,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        with self._lock:
+            rows = self._streams.get(session_id, [])[after_version:to_version]
+        if limit is not None:
+            rows = rows[:limit]
+        return [self._recorded(row) for row in rows]
+
+    def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
+        with self._lock:
+            rows = self._log[after.position : after.position + limit]
+        return [self._recorded(row) for row in rows]
+
+    def find_idempotency(self, key: str) -> StoredIdempotency | None:
+        with self._lock:
+            return self._stored_key(key) if key in self._keys else None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _stored_key(self, key: str) -> StoredIdempotency:
+        request_hash, session_id, first, last = self._keys[key]
+        position = self._streams[session_id][last - 1].position
+        return StoredIdempotency(key, session_id, request_hash, first, last, position)
+
+    def _recorded(self, row: _Row) -> RecordedEvent:
+        return RecordedEvent(
+            event=self.mapper.decode(row.stored),
+            tenant_id=row.tenant_id,
+            position=row.position,
+            tx=0,
+            recorded_at=row.recorded_at,
+        )

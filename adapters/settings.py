@@ -1,0 +1,94 @@
+"""One settings object, read from ``SESSIONSTORE_*`` environment variables and validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.store import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_JSON_BYTES, Limits
+
+DEFAULT_DATABASE_URL = "sqlite:///sessionstore.db"
+Backend = Literal["memory", "sqlite", "postgres"]
+
+
+class SettingsError(ValueError):
+    """Settings are missing or invalid; the message names each offending variable."""
+
+
+class Settings(BaseSettings):
+    """Configuration of a sessionstore process. See README "Configuration" for each variable."""
+
+    model_config = SettingsConfigDict(env_prefix="SESSIONSTORE_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``memory://`` or
+    ``postgresql://user:password@host:port/dbname``."""
+    database_schema: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "public"
+    """PostgreSQL schema holding sessionstore's tables."""
+    pool_min_size: Annotated[int, Field(ge=1, le=100)] = 2
+    pool_max_size: Annotated[int, Field(ge=1, le=200)] = 10
+    connect_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
+    cache_size: Annotated[int, Field(ge=0)] = 10_000
+    max_content_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_CONTENT_BYTES
+    max_json_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_JSON_BYTES
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"sqlite", "memory", "postgres", "postgresql"}:
+            msg = (
+                f"unsupported scheme {scheme!r}: use sqlite:///path.db, memory:// or "
+                "postgresql://user@host:port/dbname"
+            )
+            raise ValueError(msg)
+        if scheme == "sqlite" and not sqlite_path(value):
+            msg = "sqlite URL needs a file path, e.g. sqlite:///sessionstore.db"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def backend(self) -> Backend:
+        scheme = urlsplit(self.database_url).scheme
+        if scheme == "memory":
+            return "memory"
+        if scheme == "sqlite":
+            return "sqlite"
+        return "postgres"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_content_bytes=self.max_content_bytes, max_json_bytes=self.max_json_bytes)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(sqlite_path(self.database_url))
+
+    def redacted_url(self) -> str:
+        """The database URL without its password, for logs and status output."""
+        parts = urlsplit(self.database_url)
+        if parts.password is None:
+            return self.database_url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+
+
+def sqlite_path(url: str) -> str:
+    # sqlite:///relative.db -> "relative.db"; sqlite:////abs/x.db -> "/abs/x.db"
+    return unquote(url.split("sqlite://", 1)[1][1:]) if url.startswith("sqlite://") else ""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (overrides win), or raise SettingsError naming keys."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = "; ".join(
+            f"SESSIONSTORE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

@@ -1,0 +1,146 @@
+"""Typed domain errors. Each names what was wrong and carries the context a caller needs.
+
+``code`` is a stable, machine-readable name (the HTTP layer uses it as the problem type).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import UUID
+
+
+class SessionStoreError(Exception):
+    """Base class of every error sessionstore raises on purpose."""
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context: dict[str, Any] = context
+
+
+class SessionNotFound(SessionStoreError):
+    code = "session-not-found"
+
+    def __init__(self, session_id: UUID) -> None:
+        super().__init__(f"session {session_id} not found", session_id=session_id)
+        self.session_id = session_id
+
+
+class SessionAlreadyExists(SessionStoreError):
+    code = "session-exists"
+
+    def __init__(self, session_id: UUID) -> None:
+        super().__init__(f"session {session_id} already exists", session_id=session_id)
+        self.session_id = session_id
+
+
+class InvalidTransition(SessionStoreError):
+    """The command is not allowed in the session's current status."""
+
+    code = "invalid-transition"
+
+    def __init__(self, session_id: UUID, status: str, action: str, detail: str = "") -> None:
+        message = f"cannot {action} session {session_id}: it is {status}"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message, session_id=session_id, status=status, action=action)
+        self.session_id, self.status, self.action = session_id, status, action
+
+
+class TranscriptViolation(SessionStoreError):
+    """The message would make the transcript invalid to send to an LLM (tool call pairing)."""
+
+    code = "transcript-violation"
+
+    def __init__(self, session_id: UUID, detail: str, open_tool_calls: tuple[str, ...]) -> None:
+        super().__init__(
+            f"session {session_id}: {detail}",
+            session_id=session_id,
+            open_tool_calls=list(open_tool_calls),
+        )
+        self.session_id, self.open_tool_calls = session_id, open_tool_calls
+
+
+class ConcurrencyConflict(SessionStoreError):
+    """``expected_version`` was stale: someone else appended first. Nothing was written."""
+
+    code = "version-conflict"
+
+    def __init__(self, session_id: UUID, expected_version: int, actual_version: int) -> None:
+        super().__init__(
+            f"session {session_id}: expected version {expected_version}, "
+            f"but it is at version {actual_version}",
+            session_id=session_id,
+            expected_version=expected_version,
+            actual_version=actual_version,
+        )
+        self.session_id = session_id
+        self.expected_version, self.actual_version = expected_version, actual_version
+
+
+class IdempotencyKeyReused(SessionStoreError):
+    """The idempotency key was first used for a different request."""
+
+    code = "idempotency-key-reused"
+
+    def __init__(self, key: str, session_id: UUID) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different request "
+            f"(on session {session_id})",
+            idempotency_key=key,
+            session_id=session_id,
+        )
+        self.key, self.session_id = key, session_id
+
+
+class InvalidInput(SessionStoreError):
+    """The request is malformed. ``errors`` lists each problem as {field, message}."""
+
+    code = "invalid-input"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        super().__init__(f"invalid input: {summary}", errors=errors)
+        self.errors = errors
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "payload-too-large"
+
+    def __init__(self, field: str, size: int, limit: int) -> None:
+        super().__init__([{"field": field, "message": f"{size} bytes exceeds the limit of {limit}"}])
+        self.context.update(field=field, size=size, limit=limit)
+        self.field, self.size, self.limit = field, size, limit
+
+
+class StorageError(SessionStoreError):
+    """The database failed or could not be reached. Driver errors never leak past this."""
+
+    code = "storage-error"
+
+
+class SchemaNotReady(StorageError):
+    code = "schema-not-ready"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"database schema is not ready ({detail}): run `sessionstore db migrate`",
+            detail=detail,
+        )
+
+
+class StreamVersionTaken(SessionStoreError):
+    """Raised by an event log when (session_id, version) already exists. The store turns it
+    into a retry, a ConcurrencyConflict or SessionAlreadyExists; callers never see it."""
+
+    code = "stream-version-taken"
+
+    def __init__(self, session_id: UUID, version: int) -> None:
+        super().__init__(
+            f"session {session_id} already has version {version}",
+            session_id=session_id,
+            version=version,
+        )
+        self.session_id, self.version = session_id, version

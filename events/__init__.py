@@ -1,0 +1,51 @@
+"""The event catalogue and its codec. Imports no driver and no serialiser."""
+
+from events.catalogue import (
+    EVENT_TYPES,
+    Channel,
+    ContextUpdated,
+    EndStatus,
+    InterruptReason,
+    MessageAdded,
+    Role,
+    SessionCreated,
+    SessionEnded,
+    SessionEvent,
+    SessionInterrupted,
+    SessionPolicy,
+    SessionResumed,
+    ToolCall,
+    TurnRecorded,
+)
+from events.codec import (
+    CodecError,
+    CorruptEvent,
+    EncodedEvent,
+    EventCodec,
+    UnknownEventType,
+    UnsupportedClassVersion,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "Channel",
+    "CodecError",
+    "ContextUpdated",
+    "CorruptEvent",
+    "EncodedEvent",
+    "EndStatus",
+    "EventCodec",
+    "InterruptReason",
+    "MessageAdded",
+    "Role",
+    "SessionCreated",
+    "SessionEnded",
+    "SessionEvent",
+    "SessionInterrupted",
+    "SessionPolicy",
+    "SessionResumed",
+    "ToolCall",
+    "TurnRecorded",
+    "UnknownEventType",
+    "UnsupportedClassVersion",
+]

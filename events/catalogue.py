@@ -1,0 +1,182 @@
+"""The event catalogue (v1): every fact a session can record, as frozen pydantic models.
+
+Events are the stored contract, so they validate *types* only. Business rules (a tool message
+must answer an open tool call, ...) live in ``domain/`` and run before an event exists; an event
+read back from the log is never rejected because a rule was tightened later.
+
+Each class has a stable ``topic`` (never derived from the Python import path, so classes can be
+moved or renamed without breaking stored rows) and a ``class_version``. When a payload changes,
+bump ``class_version`` and add a ``upcast_vN_vM`` static method that rewrites the stored dict of
+version N into version M (see docs/events.md).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+Identifier = Annotated[str, Field(min_length=1, max_length=200)]
+"""Ids chosen by callers (tenant, user, agent, message, tool call, request)."""
+
+Milliseconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+TokenCount = Annotated[int, Field(ge=0)]
+
+
+class Channel(StrEnum):
+    TEXT = "text"
+    VOICE = "voice"
+    PHONE = "phone"
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class InterruptReason(StrEnum):
+    DISCONNECT = "disconnect"
+    BARGE_IN = "barge_in"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class EndStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    ABANDONED = "abandoned"
+
+
+class Frozen(BaseModel):
+    """Immutable value object; unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SessionPolicy(Frozen):
+    """How long a session may idle or live, and how long its history is kept after it ends."""
+
+    idle_timeout_seconds: Annotated[int, Field(gt=0)] | None = 1800
+    ttl_seconds: Annotated[int, Field(gt=0)] | None = None
+    retention_days: Annotated[int, Field(gt=0)] | None = None
+
+
+class ToolCall(Frozen):
+    """A tool invocation requested by an assistant message (OpenAI/ADK shape)."""
+
+    id: Identifier
+    name: Identifier
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class SessionEvent(Frozen):
+    """Fields every event carries. ``version`` is the 1-based position in the session's stream."""
+
+    topic: ClassVar[str]
+    class_version: ClassVar[int] = 1
+
+    session_id: UUID
+    version: Annotated[int, Field(ge=1)]
+    occurred_at: AwareDatetime
+    event_id: UUID
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields (beyond the common ones), as JSON-compatible values."""
+        return self.model_dump(mode="json", exclude=_COMMON_FIELDS)
+
+
+_COMMON_FIELDS = frozenset({"session_id", "version", "occurred_at", "event_id"})
+
+
+class SessionCreated(SessionEvent):
+    topic: ClassVar[str] = "SessionCreated"
+
+    tenant_id: Identifier
+    user_id: Identifier
+    agent_id: Identifier
+    channel: Channel
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    policy: SessionPolicy = Field(default_factory=SessionPolicy)
+
+
+class MessageAdded(SessionEvent):
+    topic: ClassVar[str] = "MessageAdded"
+
+    message_id: Identifier
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: Identifier | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+
+
+class TurnRecorded(SessionEvent):
+    topic: ClassVar[str] = "TurnRecorded"
+
+    request_id: Identifier
+    duration_ms: Milliseconds
+    stt_ms: Milliseconds | None = None
+    llm_ms: Milliseconds | None = None
+    tts_ms: Milliseconds | None = None
+    tool_ms: Milliseconds | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+    error: bool = False
+    error_type: Identifier | None = None
+
+
+class ContextUpdated(SessionEvent):
+    """A delta of the session's working memory: keys set (with values) and keys removed."""
+
+    topic: ClassVar[str] = "ContextUpdated"
+
+    set: dict[str, JsonValue] = Field(default_factory=dict)
+    removed: tuple[str, ...] = ()
+
+
+class SessionInterrupted(SessionEvent):
+    topic: ClassVar[str] = "SessionInterrupted"
+
+    reason: InterruptReason
+    detail: str = ""
+    aborted_tool_calls: tuple[str, ...] = ()
+    """Tool calls still open when the interruption happened; they are closed, not answered."""
+
+
+class SessionResumed(SessionEvent):
+    topic: ClassVar[str] = "SessionResumed"
+
+    resume_count: Annotated[int, Field(ge=1)]
+    """How many times the session has resumed, this resumption included."""
+    seconds_interrupted: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class SessionEnded(SessionEvent):
+    topic: ClassVar[str] = "SessionEnded"
+
+    status: EndStatus
+    reason: str = ""
+    aborted_tool_calls: tuple[str, ...] = ()
+
+
+EVENT_TYPES: tuple[type[SessionEvent], ...] = (
+    SessionCreated,
+    MessageAdded,
+    TurnRecorded,
+    ContextUpdated,
+    SessionInterrupted,
+    SessionResumed,
+    SessionEnded,
+)

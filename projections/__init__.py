@@ -1,0 +1,1 @@
+"""Projections: views built from the event log (see issue: projections)."""
