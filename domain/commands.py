@@ -8,10 +8,12 @@ The same models are the HTTP request bodies, so both entry points validate ident
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from typing import Annotated, ClassVar, Self
 from uuid import UUID
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import BaseModel, Field, JsonValue, model_validator
 
 from events.catalogue import (
     Channel,
@@ -29,14 +31,67 @@ from events.catalogue import (
 ShortText = Annotated[str, Field(max_length=2000)]
 
 
+# What the stored JSON (orjson on every backend) can hold exactly: 64-bit integers, finite
+# floats and UTF-8 text. Anything else would fail deep in the log's encoder or, for NaN and
+# infinity, be stored as null, so it is rejected here as bad input instead.
+_JSON_INT_MIN, _JSON_INT_MAX = -(2**63), 2**64 - 1
+
+
+def _unstorable(value: object, path: str) -> str | None:
+    """Why ``value`` cannot be stored as JSON exactly (naming where), or None if it can."""
+    children: list[tuple[object, str]] = []
+    if isinstance(value, BaseModel):
+        children = [(getattr(value, n), f"{path}.{n}") for n in type(value).model_fields]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            children += [(key, path), (item, f"{path}.{key}")]
+    elif isinstance(value, list | tuple):
+        children = [(item, f"{path}.{i}") for i, item in enumerate(value)]
+    else:
+        return _unstorable_scalar(value, path)
+    return next((p for child, where in children if (p := _unstorable(child, where))), None)
+
+
+def _unstorable_scalar(value: object, path: str) -> str | None:
+    problem = None
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            problem = "text is not valid UTF-8 (lone surrogate)"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not _JSON_INT_MIN <= value <= _JSON_INT_MAX:
+            problem = "integer outside the 64-bit range JSON storage supports"
+    elif isinstance(value, float) and not math.isfinite(value):
+        problem = f"{value} is not a JSON number"
+    return f"{path}: {problem}" if problem else None
+
+
 class Command(Frozen):
     """Base of all commands. ``name`` is stable; it goes into idempotency fingerprints."""
 
     name: ClassVar[str]
 
+    @model_validator(mode="after")
+    def _storable(self) -> Self:
+        for field_name in type(self).model_fields:
+            problem = _unstorable(getattr(self, field_name), field_name)
+            if problem:
+                raise ValueError(problem)
+        return self
+
     def fingerprint(self) -> str:
-        """A digest of the request, so a retry can be told apart from a reused key."""
-        body = self.model_dump_json(exclude_none=True)
+        """A digest of the request, so a retry can be told apart from a reused key.
+
+        Keys are sorted: equal requests (``{"a": 1, "b": 2}`` == ``{"b": 2, "a": 1}``) must
+        get equal fingerprints, whatever order a client's JSON library writes them in.
+        """
+        body = json.dumps(
+            self.model_dump(mode="json", exclude_none=True),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
         return hashlib.sha256(f"{self.name}:{body}".encode()).hexdigest()
 
 

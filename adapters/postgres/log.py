@@ -1,0 +1,294 @@
+"""PostgreSQL event log: the production backend (psycopg 3 + psycopg_pool via eventsourcing).
+
+Connections come from the eventsourcing library's ``PostgresDatastore`` (a psycopg_pool pool in
+autocommit mode), whose ``get_connection`` is the single place where psycopg errors become
+library errors; ``_translated`` below is the single place where those become our domain errors.
+
+An append is ONE statement, so one round trip and one implicit transaction: the idempotency key
+(if any) and the events are inserted together or not at all. See migration 0001 for why the
+log is read in (tx, position) order rather than by position alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Self
+from urllib.parse import unquote, urlsplit
+from uuid import UUID
+
+import psycopg
+import psycopg.errors
+from eventsourcing import persistence as es
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.rows import TupleRow, tuple_row
+from psycopg.sql import SQL, Identifier
+
+from adapters.migrations import check_version, discover
+from adapters.serialization import SessionEventMapper, SessionStoredEvent
+from adapters.settings import Settings
+from domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
+from domain.ports import (
+    LOG_START,
+    AppendResult,
+    IdempotencyClaim,
+    IdempotencyKeyExists,
+    LogCursor,
+    RecordedEvent,
+    StoredIdempotency,
+)
+from events.catalogue import SessionEvent
+
+MIGRATIONS_PACKAGE = "adapters.postgres.migrations"
+
+_COLUMNS = (
+    "position, tx::text::bigint, session_id, version, event_id, topic, class_version, "
+    "tenant_id, occurred_at, recorded_at, state"
+)
+
+_INSERT_EVENTS = """
+INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
+                    state)
+SELECT * FROM unnest(%(session_ids)s::uuid[], %(versions)s::int[], %(event_ids)s::uuid[],
+                     %(topics)s::text[], %(class_versions)s::smallint[], %(tenants)s::text[],
+                     %(occurred)s::timestamptz[], %(states)s::bytea[])
+RETURNING position
+"""
+
+# The key row and the events in one statement: if the key is already taken, the claim CTE
+# returns no row, the cross join yields nothing and no event is inserted; if an event version
+# is taken, the whole statement fails and the key is not stored either.
+_INSERT_WITH_KEY = """
+WITH claim AS (
+    INSERT INTO idempotency_keys (key, session_id, request_hash, first_version, last_version)
+    VALUES (%(key)s, %(session_id)s, %(request_hash)s, %(first_version)s, %(last_version)s)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+)
+INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
+                    state)
+SELECT u.* FROM claim CROSS JOIN
+    unnest(%(session_ids)s::uuid[], %(versions)s::int[], %(event_ids)s::uuid[],
+           %(topics)s::text[], %(class_versions)s::smallint[], %(tenants)s::text[],
+           %(occurred)s::timestamptz[], %(states)s::bytea[]) AS u
+RETURNING position
+"""
+
+_FIND_KEY = """
+SELECT k.key, k.session_id, k.request_hash, k.first_version, k.last_version, e.position
+FROM idempotency_keys k
+JOIN events e ON e.session_id = k.session_id AND e.version = k.last_version
+WHERE k.key = %s
+"""
+
+# Only rows written by transactions older than every transaction still running: they can no
+# longer be joined by a row that sorts before them. See migration 0001.
+_READ_LOG = f"""
+SELECT {_COLUMNS} FROM events
+WHERE (tx, position) > (%s::text::xid8, %s)
+  AND tx < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY tx, position
+LIMIT %s
+"""
+
+
+class SessionStoreDatastore(PostgresDatastore):
+    """The library's datastore, plus ``search_path`` set to our schema on every connection."""
+
+    def after_connect_func(self) -> Callable[[psycopg.Connection[Any]], None]:
+        library_setup = super().after_connect_func()
+        set_search_path = SQL("SET search_path TO {}").format(Identifier(self.schema))
+
+        def after_connect(conn: psycopg.Connection[Any]) -> None:
+            library_setup(conn)
+            conn.execute(set_search_path)
+
+        return after_connect
+
+
+def datastore_from_settings(settings: Settings) -> SessionStoreDatastore:
+    url = urlsplit(settings.database_url)
+    return SessionStoreDatastore(
+        dbname=unquote(url.path.lstrip("/")) or "postgres",
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 5432,
+        user=unquote(url.username or "postgres"),
+        password=unquote(url.password or ""),
+        connect_timeout=settings.connect_timeout,
+        # Never hold locks while a client stalls mid-transaction.
+        idle_in_transaction_session_timeout=5,
+        pool_size=settings.pool_min_size,
+        max_overflow=max(0, settings.pool_max_size - settings.pool_min_size),
+        schema=settings.database_schema,
+        pool_open_timeout=settings.connect_timeout,
+    )
+
+
+class PostgresEventLog:
+    """EventLog on PostgreSQL. Thread-safe: every call borrows a pooled connection."""
+
+    def __init__(
+        self, datastore: SessionStoreDatastore, *, where: str, mapper: SessionEventMapper | None = None
+    ) -> None:
+        self.datastore = datastore
+        self.mapper = mapper or SessionEventMapper()
+        self.where = where
+
+    @classmethod
+    def open(cls, settings: Settings) -> Self:
+        """Connect and check the schema is migrated; raises StorageError / SchemaNotReady."""
+        where = f"{settings.redacted_url()} (schema {settings.database_schema})"
+        log = cls(datastore_from_settings(settings), where=where)
+        try:
+            log.check_schema()
+        except BaseException:
+            log.close()
+            raise
+        return log
+
+    def check_schema(self) -> None:
+        with self._translated(), self.datastore.get_connection() as conn:
+            try:
+                row = conn.execute("SELECT max(version) AS v FROM schema_migrations").fetchone()
+            except psycopg.errors.UndefinedTable:
+                applied = None
+            else:
+                applied = row["v"] if row else None
+        check_version(applied, discover(MIGRATIONS_PACKAGE), self.where)
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    # -----------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        events: Sequence[SessionEvent],
+        *,
+        tenant_id: str,
+        idempotency: IdempotencyClaim | None = None,
+    ) -> AppendResult:
+        if not events:
+            msg = "append needs at least one event"
+            raise ValueError(msg)
+        stored = [self.mapper.encode(event) for event in events]
+        session_id = events[0].session_id
+        params: dict[str, Any] = {
+            "session_ids": [s.originator_id for s in stored],
+            "versions": [s.originator_version for s in stored],
+            "event_ids": [s.event_id for s in stored],
+            "topics": [s.topic for s in stored],
+            "class_versions": [s.class_version for s in stored],
+            "tenants": [tenant_id] * len(stored),
+            "occurred": [s.occurred_at for s in stored],
+            "states": [s.state for s in stored],
+        }
+        statement = _INSERT_EVENTS
+        if idempotency is not None:
+            statement = _INSERT_WITH_KEY
+            params.update(
+                key=idempotency.key,
+                session_id=session_id,
+                request_hash=idempotency.request_hash,
+                first_version=stored[0].originator_version,
+                last_version=stored[-1].originator_version,
+            )
+        with self._translated(session_id, stored[0].originator_version):
+            with self.datastore.get_connection() as conn:
+                with conn.cursor(row_factory=tuple_row) as cur:
+                    cur.execute(statement, params, prepare=True)
+                    positions = [row[0] for row in cur.fetchall()]
+        if not positions:
+            assert idempotency is not None  # only the key claim can make the insert empty
+            existing = self.find_idempotency(idempotency.key)
+            if existing is None:  # pragma: no cover - keys are never deleted
+                msg = f"idempotency key {idempotency.key!r} vanished while appending"
+                raise StorageError(msg)
+            raise IdempotencyKeyExists(existing)
+        return AppendResult(
+            session_id=session_id,
+            version=stored[-1].originator_version,
+            position=positions[-1],
+            events=len(positions),
+        )
+
+    def read_session(
+        self,
+        session_id: UUID,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        query = f"SELECT {_COLUMNS} FROM events WHERE session_id = %s AND version > %s"
+        params: list[Any] = [session_id, after_version]
+        if to_version is not None:
+            query += " AND version <= %s"
+            params.append(to_version)
+        query += " ORDER BY version"
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit)
+        return self._select(query, params)
+
+    def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
+        return self._select(_READ_LOG, [str(after.tx), after.position, limit])
+
+    def find_idempotency(self, key: str) -> StoredIdempotency | None:
+        with self._translated(), self.datastore.get_connection() as conn:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                row = cur.execute(_FIND_KEY, (key,), prepare=True).fetchone()
+        return None if row is None else StoredIdempotency(*row)
+
+    # -----------------------------------------------------------------------------------------
+
+    def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
+        with self._translated(), self.datastore.get_connection() as conn:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                rows = cur.execute(query, params, prepare=True).fetchall()
+        return [self._recorded(row) for row in rows]
+
+    def _recorded(self, row: TupleRow) -> RecordedEvent:
+        (position, tx, session_id, version, event_id, topic, class_version, tenant_id,
+         occurred_at, recorded_at, state) = row  # fmt: skip
+        stored = SessionStoredEvent(
+            originator_id=session_id,
+            originator_version=version,
+            topic=topic,
+            state=bytes(state),
+            event_id=event_id,
+            occurred_at=occurred_at,
+            class_version=class_version,
+        )
+        return RecordedEvent(
+            event=self.mapper.decode(stored),
+            tenant_id=tenant_id,
+            position=position,
+            tx=tx,
+            recorded_at=recorded_at,
+        )
+
+    @contextmanager
+    def _translated(
+        self, session_id: UUID | None = None, version: int | None = None
+    ) -> Iterator[None]:
+        """The one place where storage errors become domain errors; drivers never leak."""
+        try:
+            yield
+        except es.IntegrityError as e:
+            cause = e.__cause__
+            constraint = (
+                cause.diag.constraint_name if isinstance(cause, psycopg.Error) else None
+            )
+            if constraint == "events_pkey" and session_id is not None and version is not None:
+                raise StreamVersionTaken(session_id, version) from None
+            msg = f"{self.where}: integrity error ({constraint or 'unknown constraint'}): {e}"
+            raise StorageError(msg, constraint=constraint) from e
+        except es.ProgrammingError as e:
+            if isinstance(e.__cause__, psycopg.errors.UndefinedTable):
+                raise SchemaNotReady(f"{self.where}: {e}") from e
+            raise StorageError(f"{self.where}: {e}") from e
+        except es.PersistenceError as e:
+            raise StorageError(f"{self.where}: database error: {e}") from e
+        except psycopg.Error as e:  # errors raised outside the datastore's own choke point
+            raise StorageError(f"{self.where}: database error: {e}") from e

@@ -1,0 +1,253 @@
+"""SQLite event log: the embedded default (one file, no server).
+
+Connections come from the eventsourcing library's ``SQLiteDatastore`` (WAL mode, a busy timeout,
+and a writer lock that serialises this process's writers); its transaction wrapper is the single
+place where sqlite3 errors become library errors, and ``_translated`` turns those into ours.
+SQLite allows one writer at a time, so AUTOINCREMENT positions are in commit order and the log
+is tailed by position alone (``LogCursor.tx`` is always 0 here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Self
+from uuid import UUID
+
+from eventsourcing import persistence as es
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
+
+from adapters.migrations import check_version, discover
+from adapters.serialization import SessionEventMapper, SessionStoredEvent
+from adapters.settings import Settings
+from domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
+from domain.ports import (
+    LOG_START,
+    AppendResult,
+    IdempotencyClaim,
+    IdempotencyKeyExists,
+    LogCursor,
+    RecordedEvent,
+    StoredIdempotency,
+)
+from events.catalogue import SessionEvent
+
+MIGRATIONS_PACKAGE = "adapters.sqlite.migrations"
+LOCK_TIMEOUT_SECONDS = 10
+
+_COLUMNS = (
+    "position, session_id, version, event_id, topic, class_version, tenant_id, occurred_at, "
+    "recorded_at, state"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, "
+    "occurred_at, recorded_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_FIND_KEY = (
+    "SELECT k.key, k.session_id, k.request_hash, k.first_version, k.last_version, e.position "
+    "FROM idempotency_keys k JOIN events e "
+    "ON e.session_id = k.session_id AND e.version = k.last_version WHERE k.key = ?"
+)
+
+
+def format_time(value: datetime) -> str:
+    """Fixed-width UTC text, so SQL comparisons on timestamps sort correctly."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def open_datastore(settings: Settings) -> SQLiteDatastore:
+    path = settings.sqlite_path
+    if path.parent and not path.parent.exists():
+        msg = f"directory {path.parent} for the SQLite database does not exist"
+        raise StorageError(msg, path=str(path))
+    return SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_SECONDS)
+
+
+class SQLiteEventLog:
+    """EventLog on a SQLite file. Thread-safe via the library's connection pool."""
+
+    def __init__(
+        self, datastore: SQLiteDatastore, *, where: str, mapper: SessionEventMapper | None = None
+    ) -> None:
+        self.datastore = datastore
+        self.where = where
+        self.mapper = mapper or SessionEventMapper()
+
+    @classmethod
+    def open(cls, settings: Settings) -> Self:
+        """Open the file and check its schema is migrated; raises SchemaNotReady otherwise."""
+        log = cls(open_datastore(settings), where=f"SQLite file {settings.sqlite_path}")
+        try:
+            log.check_schema()
+        except BaseException:
+            log.close()
+            raise
+        return log
+
+    def check_schema(self) -> None:
+        with self._reading() as cur:
+            cur.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            )
+            applied = None
+            if cur.fetchone() is not None:
+                cur.execute("SELECT max(version) FROM schema_migrations")
+                applied = cur.fetchone()[0]
+        check_version(applied, discover(MIGRATIONS_PACKAGE), self.where)
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    # -----------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        events: Sequence[SessionEvent],
+        *,
+        tenant_id: str,
+        idempotency: IdempotencyClaim | None = None,
+    ) -> AppendResult:
+        if not events:
+            msg = "append needs at least one event"
+            raise ValueError(msg)
+        stored = [self.mapper.encode(event) for event in events]
+        session_id = events[0].session_id
+        now = format_time(datetime.now(UTC))
+        rows = [
+            (
+                str(s.originator_id),
+                s.originator_version,
+                str(s.event_id),
+                s.topic,
+                s.class_version,
+                tenant_id,
+                format_time(s.occurred_at),
+                now,
+                s.state,
+            )
+            for s in stored
+        ]
+        key_taken = False
+        positions: list[int] = []
+        with self._translated(session_id, stored[0].originator_version):
+            with self.datastore.transaction(commit=True) as cur:
+                if idempotency is not None:
+                    # First statement is a write, so the transaction takes the write lock at
+                    # once (no read-then-upgrade deadlock between processes).
+                    cur.execute(
+                        "INSERT OR IGNORE INTO idempotency_keys (key, session_id, request_hash, "
+                        "first_version, last_version, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            idempotency.key,
+                            str(session_id),
+                            idempotency.request_hash,
+                            stored[0].originator_version,
+                            stored[-1].originator_version,
+                            now,
+                        ),
+                    )
+                    key_taken = cur.sqlite_cursor.rowcount == 0
+                if not key_taken:
+                    for row in rows:
+                        cur.execute(_INSERT_EVENT, row)
+                        positions.append(int(cur.sqlite_cursor.lastrowid or 0))
+        if key_taken:
+            assert idempotency is not None
+            existing = self.find_idempotency(idempotency.key)
+            assert existing is not None
+            raise IdempotencyKeyExists(existing)
+        return AppendResult(
+            session_id=session_id,
+            version=stored[-1].originator_version,
+            position=positions[-1],
+            events=len(positions),
+        )
+
+    def read_session(
+        self,
+        session_id: UUID,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        query = f"SELECT {_COLUMNS} FROM events WHERE session_id = ? AND version > ?"
+        params: list[Any] = [str(session_id), after_version]
+        if to_version is not None:
+            query += " AND version <= ?"
+            params.append(to_version)
+        query += " ORDER BY version"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        return self._select(query, params)
+
+    def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
+        return self._select(
+            f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            [after.position, limit],
+        )
+
+    def find_idempotency(self, key: str) -> StoredIdempotency | None:
+        with self._reading() as cur:
+            cur.execute(_FIND_KEY, (key,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return StoredIdempotency(row[0], UUID(row[1]), row[2], row[3], row[4], row[5])
+
+    # -----------------------------------------------------------------------------------------
+
+    def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
+        with self._reading() as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall()
+        return [self._recorded(row) for row in rows]
+
+    def _recorded(self, row: Any) -> RecordedEvent:
+        (position, session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
+         recorded_at, state) = row  # fmt: skip
+        stored = SessionStoredEvent(
+            originator_id=UUID(session_id),
+            originator_version=version,
+            topic=topic,
+            state=bytes(state),
+            event_id=UUID(event_id),
+            occurred_at=parse_time(occurred_at),
+            class_version=class_version,
+        )
+        return RecordedEvent(
+            event=self.mapper.decode(stored),
+            tenant_id=tenant_id,
+            position=position,
+            tx=0,
+            recorded_at=parse_time(recorded_at),
+        )
+
+    @contextmanager
+    def _reading(self) -> Iterator[SQLiteCursor]:
+        with self._translated(), self.datastore.transaction(commit=False) as cur:
+            yield cur
+
+    @contextmanager
+    def _translated(
+        self, session_id: UUID | None = None, version: int | None = None
+    ) -> Iterator[None]:
+        """The one place where storage errors become domain errors; drivers never leak."""
+        try:
+            yield
+        except es.IntegrityError as e:
+            if "events.session_id, events.version" in str(e) and session_id and version:
+                raise StreamVersionTaken(session_id, version) from None
+            raise StorageError(f"{self.where}: integrity error: {e}") from e
+        except es.OperationalError as e:
+            if "no such table" in str(e):
+                raise SchemaNotReady(f"{self.where}: {e}") from e
+            raise StorageError(f"{self.where}: database error: {e}") from e
+        except es.PersistenceError as e:
+            raise StorageError(f"{self.where}: database error: {e}") from e
