@@ -68,10 +68,12 @@ class ConcurrencyConflict(SessionStoreError):
 
     code = "version-conflict"
 
-    def __init__(self, session_id: UUID, expected_version: int, actual_version: int) -> None:
+    def __init__(
+        self, session_id: UUID, expected_version: int, actual_version: int, detail: str = ""
+    ) -> None:
         super().__init__(
             f"session {session_id}: expected version {expected_version}, "
-            f"but it is at version {actual_version}",
+            f"but it is at version {actual_version}" + (f" ({detail})" if detail else ""),
             session_id=session_id,
             expected_version=expected_version,
             actual_version=actual_version,

@@ -17,7 +17,9 @@ and request returns the first result and appends nothing, across restarts.
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,8 +122,10 @@ Decide = Callable[[Session], SessionEvent]
 class SessionStore:
     """Append and read sessions. Thread-safe; one instance per process is enough."""
 
-    MAX_ATTEMPTS = 5
-    """Appends without ``expected_version`` re-decide on fresh state this often under contention."""
+    MAX_ATTEMPTS = 12
+    """Appends without ``expected_version`` re-decide on fresh state this often under contention,
+    with jittered exponential backoff between attempts (writers in other processes)."""
+    LOCK_STRIPES = 256
 
     def __init__(
         self,
@@ -137,6 +141,9 @@ class SessionStore:
         self._clock = clock
         self._new_id = new_id
         self._cache = _StateCache(cache_size)
+        # Writers of one session in this process take turns, so they never conflict with each
+        # other; the database still arbitrates between processes.
+        self._stripes = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
 
     def close(self) -> None:
         self.log.close()
@@ -313,7 +320,8 @@ class SessionStore:
         sid = parse_session_id(session_id)
         decide = self._decider(command)
         try:
-            return self._decide_and_append(sid, decide, expected_version, claim)
+            with self._stripes[hash(sid) % self.LOCK_STRIPES]:
+                return self._decide_and_append(sid, decide, expected_version, claim)
         except IdempotencyKeyExists as exists:
             return _replayed(exists.stored, claim, sid)
         except SessionStoreError:
@@ -369,7 +377,7 @@ class SessionStore:
         claim: IdempotencyClaim | None,
     ) -> AppendResult:
         state, fresh = self._state(sid)
-        for _attempt in range(self.MAX_ATTEMPTS):
+        for attempt in range(self.MAX_ATTEMPTS):
             if expected_version is not None and state.version != expected_version and not fresh:
                 state, fresh = self._catch_up(state), True
             if expected_version is not None and state.version != expected_version:
@@ -385,13 +393,21 @@ class SessionStore:
             try:
                 result = self.log.append([event], tenant_id=state.tenant_id, idempotency=claim)
             except StreamVersionTaken:
-                # Someone appended first. Catch up and decide again on the fresh state.
+                # Another process appended first. Back off a little (so competing writers
+                # spread out instead of colliding again), catch up, and decide again.
                 self._cache.drop(sid)
+                if attempt:
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
                 state, fresh = self._catch_up(state), True
                 continue
             self._cache.put(rules.evolve(state, event))
             return result
-        raise ConcurrencyConflict(sid, expected_version or state.version, self._load(sid).version)
+        raise ConcurrencyConflict(
+            sid,
+            state.version,
+            self._load(sid).version,
+            detail=f"gave up after {self.MAX_ATTEMPTS} attempts: other writers kept appending",
+        )
 
     def _state(self, sid: UUID) -> tuple[Session, bool]:
         cached = self._cache.get(sid)

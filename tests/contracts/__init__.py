@@ -1,0 +1,1 @@
+"""Backend-neutral behaviour, subclassed once per backend."""

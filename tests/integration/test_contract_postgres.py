@@ -1,0 +1,17 @@
+"""The shared event-log contract on a real PostgreSQL (a schema of its own per test)."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.postgres.log import PostgresEventLog
+from adapters.settings import Settings
+from tests.contracts.event_log import EventLogContract, OpenLog
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgresEventLog(EventLogContract):
+    @pytest.fixture
+    def open_log(self, pg_settings: Settings) -> OpenLog:
+        return lambda: PostgresEventLog.open(pg_settings)
