@@ -1,4 +1,4 @@
-"""One settings object, read from ``SESSIONSTORE_*`` environment variables and validated at start."""
+"""One settings object, read from ``SESSIONSTORE_*`` environment variables, validated at start."""
 
 from __future__ import annotations
 

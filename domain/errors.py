@@ -112,7 +112,9 @@ class PayloadTooLarge(InvalidInput):
     code = "payload-too-large"
 
     def __init__(self, field: str, size: int, limit: int) -> None:
-        super().__init__([{"field": field, "message": f"{size} bytes exceeds the limit of {limit}"}])
+        super().__init__(
+            [{"field": field, "message": f"{size} bytes exceeds the limit of {limit}"}]
+        )
         self.context.update(field=field, size=size, limit=limit)
         self.field, self.size, self.limit = field, size, limit
 

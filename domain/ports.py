@@ -78,7 +78,7 @@ class StoredIdempotency:
     position: int
 
 
-class IdempotencyKeyExists(Exception):  # noqa: N818 - a signal between log and store, not a failure
+class IdempotencyKeyExists(Exception):
     """Raised by ``EventLog.append`` when the claim's key is already stored; nothing was written."""
 
     def __init__(self, stored: StoredIdempotency) -> None:

@@ -8,7 +8,7 @@ everywhere: by the store, by audits and, as Python or SQL, by the projections.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -130,8 +130,7 @@ def replay(events: Iterable[SessionEvent], state: Session | None = None) -> Sess
     return state
 
 
-def _message_added(s: Session, e: Any) -> Session:
-    assert isinstance(e, MessageAdded)
+def _message_added(s: Session, e: MessageAdded) -> Session:
     open_calls = s.open_tool_calls
     if e.role is Role.TOOL:
         open_calls = tuple(call for call in open_calls if call.id != e.tool_call_id)
@@ -150,8 +149,7 @@ def _message_added(s: Session, e: Any) -> Session:
     )
 
 
-def _turn_recorded(s: Session, e: Any) -> Session:
-    assert isinstance(e, TurnRecorded)
+def _turn_recorded(s: Session, e: TurnRecorded) -> Session:
     return replace(
         s,
         version=e.version,
@@ -163,8 +161,7 @@ def _turn_recorded(s: Session, e: Any) -> Session:
     )
 
 
-def _context_updated(s: Session, e: Any) -> Session:
-    assert isinstance(e, ContextUpdated)
+def _context_updated(s: Session, e: ContextUpdated) -> Session:
     context = dict(s.context)
     for key in e.removed:
         context.pop(key, None)
@@ -177,8 +174,7 @@ def _context_updated(s: Session, e: Any) -> Session:
     )
 
 
-def _interrupted(s: Session, e: Any) -> Session:
-    assert isinstance(e, SessionInterrupted)
+def _interrupted(s: Session, e: SessionInterrupted) -> Session:
     return replace(
         s,
         version=e.version,
@@ -190,8 +186,7 @@ def _interrupted(s: Session, e: Any) -> Session:
     )
 
 
-def _resumed(s: Session, e: Any) -> Session:
-    assert isinstance(e, SessionResumed)
+def _resumed(s: Session, e: SessionResumed) -> Session:
     return replace(
         s,
         version=e.version,
@@ -202,8 +197,7 @@ def _resumed(s: Session, e: Any) -> Session:
     )
 
 
-def _ended(s: Session, e: Any) -> Session:
-    assert isinstance(e, SessionEnded)
+def _ended(s: Session, e: SessionEnded) -> Session:
     return replace(
         s,
         version=e.version,
@@ -221,7 +215,7 @@ def _without(calls: tuple[ToolCall, ...], ids: tuple[str, ...]) -> tuple[ToolCal
     return tuple(call for call in calls if call.id not in drop)
 
 
-_APPLY = {
+_APPLY: dict[type[SessionEvent], Callable[[Session, Any], Session]] = {
     MessageAdded: _message_added,
     TurnRecorded: _turn_recorded,
     ContextUpdated: _context_updated,
@@ -268,7 +262,8 @@ def add_message(
         # A tool result must answer a call an earlier assistant message made and nobody answered.
         if cmd.tool_call_id not in open_ids:
             raise TranscriptViolation(
-                s.session_id, f"tool message answers {cmd.tool_call_id!r}, no such open tool call",
+                s.session_id,
+                f"tool message answers {cmd.tool_call_id!r}, no such open tool call",
                 open_ids,
             )
     elif open_ids:

@@ -96,7 +96,7 @@ class SessionEvent(Frozen):
         return self.model_dump(mode="json", exclude=_COMMON_FIELDS)
 
 
-_COMMON_FIELDS = frozenset({"session_id", "version", "occurred_at", "event_id"})
+_COMMON_FIELDS: set[str] = {"session_id", "version", "occurred_at", "event_id"}
 
 
 class SessionCreated(SessionEvent):

@@ -73,10 +73,13 @@ class EventCodec:
             self._by_topic[cls.topic] = cls
 
     @staticmethod
-    def _check_upcasters(cls: type[SessionEvent]) -> None:
-        for step in range(1, cls.class_version):
-            if not callable(getattr(cls, f"upcast_v{step}_v{step + 1}", None)):
-                msg = f"{cls.__name__} is class_version {cls.class_version} but lacks upcast_v{step}_v{step + 1}"
+    def _check_upcasters(event_type: type[SessionEvent]) -> None:
+        for step in range(1, event_type.class_version):
+            if not callable(getattr(event_type, f"upcast_v{step}_v{step + 1}", None)):
+                msg = (
+                    f"{event_type.__name__} is class_version {event_type.class_version} "
+                    f"but lacks upcast_v{step}_v{step + 1}"
+                )
                 raise TypeError(msg)
 
     @property

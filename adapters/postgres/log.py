@@ -128,7 +128,11 @@ class PostgresEventLog:
     """EventLog on PostgreSQL. Thread-safe: every call borrows a pooled connection."""
 
     def __init__(
-        self, datastore: SessionStoreDatastore, *, where: str, mapper: SessionEventMapper | None = None
+        self,
+        datastore: SessionStoreDatastore,
+        *,
+        where: str,
+        mapper: SessionEventMapper | None = None,
     ) -> None:
         self.datastore = datastore
         self.mapper = mapper or SessionEventMapper()
@@ -193,13 +197,15 @@ class PostgresEventLog:
                 first_version=stored[0].originator_version,
                 last_version=stored[-1].originator_version,
             )
-        with self._translated(session_id, stored[0].originator_version):
-            with self.datastore.get_connection() as conn:
-                with conn.cursor(row_factory=tuple_row) as cur:
-                    cur.execute(statement, params, prepare=True)
-                    positions = [row[0] for row in cur.fetchall()]
-        if not positions:
-            assert idempotency is not None  # only the key claim can make the insert empty
+        with (
+            self._translated(session_id, stored[0].originator_version),
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            cur.execute(statement, params, prepare=True)
+            positions = [row[0] for row in cur.fetchall()]
+        if not positions and idempotency is not None:
+            # Only the key claim can make the insert empty: the key was already taken.
             existing = self.find_idempotency(idempotency.key)
             if existing is None:  # pragma: no cover - keys are never deleted
                 msg = f"idempotency key {idempotency.key!r} vanished while appending"
@@ -235,17 +241,23 @@ class PostgresEventLog:
         return self._select(_READ_LOG, [str(after.tx), after.position, limit])
 
     def find_idempotency(self, key: str) -> StoredIdempotency | None:
-        with self._translated(), self.datastore.get_connection() as conn:
-            with conn.cursor(row_factory=tuple_row) as cur:
-                row = cur.execute(_FIND_KEY, (key,), prepare=True).fetchone()
+        with (
+            self._translated(),
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            row = cur.execute(_FIND_KEY, (key,), prepare=True).fetchone()
         return None if row is None else StoredIdempotency(*row)
 
     # -----------------------------------------------------------------------------------------
 
     def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
-        with self._translated(), self.datastore.get_connection() as conn:
-            with conn.cursor(row_factory=tuple_row) as cur:
-                rows = cur.execute(query, params, prepare=True).fetchall()
+        with (
+            self._translated(),
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            rows = cur.execute(query, params, prepare=True).fetchall()
         return [self._recorded(row) for row in rows]
 
     def _recorded(self, row: TupleRow) -> RecordedEvent:
@@ -277,9 +289,7 @@ class PostgresEventLog:
             yield
         except es.IntegrityError as e:
             cause = e.__cause__
-            constraint = (
-                cause.diag.constraint_name if isinstance(cause, psycopg.Error) else None
-            )
+            constraint = cause.diag.constraint_name if isinstance(cause, psycopg.Error) else None
             if constraint == "events_pkey" and session_id is not None and version is not None:
                 raise StreamVersionTaken(session_id, version) from None
             msg = f"{self.where}: integrity error ({constraint or 'unknown constraint'}): {e}"

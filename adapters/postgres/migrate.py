@@ -18,7 +18,7 @@ def migrate(settings: Settings) -> list[str]:
     log = PostgresEventLog(datastore, where=f"{settings.redacted_url()}")
     applied_now: list[str] = []
     try:
-        with log._translated(), datastore.get_connection() as conn, conn.transaction():  # noqa: SLF001
+        with log._translated(), datastore.get_connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             conn.execute(
                 SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(settings.database_schema))
@@ -29,7 +29,9 @@ def migrate(settings: Settings) -> list[str]:
                 " name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            row = conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations").fetchone()
+            row = conn.execute(
+                "SELECT coalesce(max(version), 0) AS v FROM schema_migrations"
+            ).fetchone()
             current = row["v"] if row else 0
             for migration in migrations:
                 if migration.version <= current:

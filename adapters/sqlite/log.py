@@ -134,32 +134,35 @@ class SQLiteEventLog:
         ]
         key_taken = False
         positions: list[int] = []
-        with self._translated(session_id, stored[0].originator_version):
-            with self.datastore.transaction(commit=True) as cur:
-                if idempotency is not None:
-                    # First statement is a write, so the transaction takes the write lock at
-                    # once (no read-then-upgrade deadlock between processes).
-                    cur.execute(
-                        "INSERT OR IGNORE INTO idempotency_keys (key, session_id, request_hash, "
-                        "first_version, last_version, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            idempotency.key,
-                            str(session_id),
-                            idempotency.request_hash,
-                            stored[0].originator_version,
-                            stored[-1].originator_version,
-                            now,
-                        ),
-                    )
-                    key_taken = cur.sqlite_cursor.rowcount == 0
-                if not key_taken:
-                    for row in rows:
-                        cur.execute(_INSERT_EVENT, row)
-                        positions.append(int(cur.sqlite_cursor.lastrowid or 0))
-        if key_taken:
-            assert idempotency is not None
+        with (
+            self._translated(session_id, stored[0].originator_version),
+            self.datastore.transaction(commit=True) as cur,
+        ):
+            if idempotency is not None:
+                # First statement is a write, so the transaction takes the write lock at once
+                # (no read-then-upgrade deadlock between processes).
+                cur.execute(
+                    "INSERT OR IGNORE INTO idempotency_keys (key, session_id, request_hash, "
+                    "first_version, last_version, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        idempotency.key,
+                        str(session_id),
+                        idempotency.request_hash,
+                        stored[0].originator_version,
+                        stored[-1].originator_version,
+                        now,
+                    ),
+                )
+                key_taken = cur.sqlite_cursor.rowcount == 0
+            if not key_taken:
+                for row in rows:
+                    cur.execute(_INSERT_EVENT, row)
+                    positions.append(int(cur.sqlite_cursor.lastrowid or 0))
+        if key_taken and idempotency is not None:
             existing = self.find_idempotency(idempotency.key)
-            assert existing is not None
+            if existing is None:  # pragma: no cover - keys are never deleted
+                msg = f"idempotency key {idempotency.key!r} vanished while appending"
+                raise StorageError(msg)
             raise IdempotencyKeyExists(existing)
         return AppendResult(
             session_id=session_id,

@@ -21,8 +21,7 @@ def statements(script: str) -> Iterator[str]:
             statement = buffer.strip()
             buffer = ""
             if statement and not all(
-                part.strip().startswith("--") or not part.strip()
-                for part in statement.splitlines()
+                part.strip().startswith("--") or not part.strip() for part in statement.splitlines()
             ):
                 yield statement
     if buffer.strip() and not all(

@@ -80,7 +80,11 @@ class EventLogContract:
 
     def test_appended_events_read_back_equal_in_version_order(self, log: EventLog) -> None:
         sid = uuid4()
-        events: list[SessionEvent] = [created(sid), message(sid, 2, "grüß dich 👋"), message(sid, 3)]
+        events: list[SessionEvent] = [
+            created(sid),
+            message(sid, 2, "grüß dich 👋"),
+            message(sid, 3),
+        ]
         first = log.append(events[:1], tenant_id="acme")
         rest = log.append(events[1:], tenant_id="acme")
 
@@ -150,9 +154,7 @@ class EventLogContract:
         sid = uuid4()
         log.append([created(sid), message(sid, 2)], tenant_id="acme")
         with pytest.raises(StreamVersionTaken):
-            log.append(
-                [message(sid, 2)], tenant_id="acme", idempotency=IdempotencyClaim("k", "h")
-            )
+            log.append([message(sid, 2)], tenant_id="acme", idempotency=IdempotencyClaim("k", "h"))
         assert log.find_idempotency("k") is None
 
     def test_global_log_is_in_append_order_and_pages_without_gaps(self, log: EventLog) -> None:

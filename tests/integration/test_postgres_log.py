@@ -50,11 +50,11 @@ def test_two_threads_same_expected_version_exactly_one_wins(pg_settings: Setting
         for round_no in range(20):
             version = first.get(sid).version
             outcomes = run_together(
-                lambda: first.add_message(
-                    sid, role="user", content=f"A{round_no}", expected_version=version
+                lambda v=version, n=round_no: first.add_message(
+                    sid, role="user", content=f"A{n}", expected_version=v
                 ),
-                lambda: second.add_message(
-                    sid, role="user", content=f"B{round_no}", expected_version=version
+                lambda v=version, n=round_no: second.add_message(
+                    sid, role="user", content=f"B{n}", expected_version=v
                 ),
             )
             wins = [o for o in outcomes if isinstance(o, AppendResult)]
@@ -167,7 +167,8 @@ def test_tailing_reader_sees_every_event_of_concurrent_writers_exactly_once(
                 store.add_message(sid, role="user", content=f"m{i}")
 
         threads = [
-            threading.Thread(target=write, args=(w, s)) for w, s in zip(writers, sessions, strict=True)
+            threading.Thread(target=write, args=(w, s))
+            for w, s in zip(writers, sessions, strict=True)
         ]
         for t in threads:
             t.start()
@@ -179,7 +180,9 @@ def test_tailing_reader_sees_every_event_of_concurrent_writers_exactly_once(
                 cursor = page[-1].cursor
         for t in threads:
             t.join()
-        seen.extend((r.event.session_id, r.event.version) for r in reader.read_log(cursor, limit=10_000))
+        seen.extend(
+            (r.event.session_id, r.event.version) for r in reader.read_log(cursor, limit=10_000)
+        )
 
         assert len(seen) == expected_total
         assert len(set(seen)) == expected_total
@@ -212,7 +215,9 @@ def test_two_migrators_at_once_apply_each_migration_once(pg_bare_settings: Setti
     PostgresEventLog.open(pg_bare_settings).close()
 
 
-def test_the_database_refuses_to_change_or_delete_events(pg_settings: Settings, pg_url: str) -> None:
+def test_the_database_refuses_to_change_or_delete_events(
+    pg_settings: Settings, pg_url: str
+) -> None:
     store = build_store(pg_settings)
     try:
         store.create(tenant_id="acme", user_id="u", agent_id="a")
