@@ -122,7 +122,7 @@ Decide = Callable[[Session], SessionEvent]
 class SessionStore:
     """Append and read sessions. Thread-safe; one instance per process is enough."""
 
-    MAX_ATTEMPTS = 12
+    MAX_ATTEMPTS = 30
     """Appends without ``expected_version`` re-decide on fresh state this often under contention,
     with jittered exponential backoff between attempts (writers in other processes)."""
     LOCK_STRIPES = 256

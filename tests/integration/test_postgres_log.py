@@ -87,6 +87,7 @@ def test_concurrent_writers_without_expected_version_all_land_contiguously(
             ]
 
         results = run_together(*[lambda s=s, n=n: write(s, n) for n, s in enumerate(stores)])
+        assert all(isinstance(r, list) for r in results), results
         versions = sorted(v for r in results if isinstance(r, list) for v in r)
         assert versions == list(range(2, 102))
         history = stores[0].history(sid)
