@@ -14,7 +14,7 @@ SHELL       := bash
 .DEFAULT_GOAL := help
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv demo test lint typecheck fmt unit clean
+.PHONY: help venv demo test lint typecheck fmt unit bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ test: lint typecheck ## lint, typecheck, then the whole test suite against a rea
 # $(wildcard): git keeps no empty directory, so a fresh clone may lack one of them for now.
 unit: venv ## fast tests only: tests/unit and tests/property (no PostgreSQL)
 	$(BIN)/pytest $(wildcard tests/unit tests/property)
+
+bench: venv ## benchmarks beside their baselines (needs PostgreSQL; prints a markdown table)
+	@url="$${SESSIONSTORE_TEST_DATABASE_URL:-$$(scripts/ensure-postgres.sh)}"; \
+	$(BIN)/python bench/append.py --url "$$url"
 
 fmt: venv ## apply ruff's fixes and formatting (reports what it cannot fix)
 	$(BIN)/ruff check --fix --exit-zero .

@@ -466,7 +466,8 @@ class SessionStore:
             size = len(command.content.encode())
             if size > limits.max_content_bytes:
                 raise PayloadTooLarge("content", size, limits.max_content_bytes)
-            _check_json("tool_calls", [c.model_dump() for c in command.tool_calls], limits)
+            if command.tool_calls:
+                _check_json("tool_calls", [c.model_dump() for c in command.tool_calls], limits)
         elif isinstance(command, CreateSession):
             _check_json("metadata", command.metadata, limits)
         elif isinstance(command, UpdateContext):

@@ -46,6 +46,37 @@ _COLUMNS = (
     "tenant_id, occurred_at, recorded_at, state"
 )
 
+# One event (the common case): scalar parameters. Measured ~0.27 ms vs ~0.36 ms for the
+# unnest() form below, which multi-event appends use.
+_INSERT_EVENT = """
+INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
+                    state)
+VALUES (%(session_id)s, %(version)s, %(event_id)s, %(topic)s, %(class_version)s, %(tenant)s,
+        %(occurred)s, %(state)s)
+RETURNING position
+"""
+
+_CLAIM = """
+WITH claim AS (
+    INSERT INTO idempotency_keys (key, session_id, request_hash, first_version, last_version)
+    VALUES (%(key)s, %(session_id)s, %(request_hash)s, %(first_version)s, %(last_version)s)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+)
+"""
+
+_INSERT_EVENT_WITH_KEY = (
+    _CLAIM
+    + """
+INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
+                    state)
+SELECT %(session_id)s, %(version)s, %(event_id)s, %(topic)s, %(class_version)s, %(tenant)s,
+       %(occurred)s, %(state)s
+FROM claim
+RETURNING position
+"""
+)
+
 _INSERT_EVENTS = """
 INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
                     state)
@@ -58,13 +89,9 @@ RETURNING position
 # The key row and the events in one statement: if the key is already taken, the claim CTE
 # returns no row, the cross join yields nothing and no event is inserted; if an event version
 # is taken, the whole statement fails and the key is not stored either.
-_INSERT_WITH_KEY = """
-WITH claim AS (
-    INSERT INTO idempotency_keys (key, session_id, request_hash, first_version, last_version)
-    VALUES (%(key)s, %(session_id)s, %(request_hash)s, %(first_version)s, %(last_version)s)
-    ON CONFLICT (key) DO NOTHING
-    RETURNING key
-)
+_INSERT_EVENTS_WITH_KEY = (
+    _CLAIM
+    + """
 INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
                     state)
 SELECT u.* FROM claim CROSS JOIN
@@ -73,6 +100,7 @@ SELECT u.* FROM claim CROSS JOIN
            %(occurred)s::timestamptz[], %(states)s::bytea[]) AS u
 RETURNING position
 """
+)
 
 _FIND_KEY = """
 SELECT k.key, k.session_id, k.request_hash, k.first_version, k.last_version, e.position
@@ -120,7 +148,10 @@ def datastore_from_settings(settings: Settings) -> SessionStoreDatastore:
         pool_size=settings.pool_min_size,
         max_overflow=max(0, settings.pool_max_size - settings.pool_min_size),
         schema=settings.database_schema,
-        pool_open_timeout=settings.connect_timeout,
+        # Leave pool_open_timeout unset: with it, the library calls pool.wait() on EVERY
+        # get_connection(), which blocks until min_size connections are idle and trips an
+        # assertion in psycopg_pool when two threads do it at once (seen under 8 writers).
+        # Unset, a missing server still surfaces as PoolTimeout after connect_timeout.
     )
 
 
@@ -177,22 +208,36 @@ class PostgresEventLog:
             raise ValueError(msg)
         stored = [self.mapper.encode(event) for event in events]
         session_id = events[0].session_id
-        params: dict[str, Any] = {
-            "session_ids": [s.originator_id for s in stored],
-            "versions": [s.originator_version for s in stored],
-            "event_ids": [s.event_id for s in stored],
-            "topics": [s.topic for s in stored],
-            "class_versions": [s.class_version for s in stored],
-            "tenants": [tenant_id] * len(stored),
-            "occurred": [s.occurred_at for s in stored],
-            "states": [s.state for s in stored],
-        }
-        statement = _INSERT_EVENTS
+        params: dict[str, Any]
+        if len(stored) == 1:
+            (one,) = stored
+            params = {
+                "session_id": one.originator_id,
+                "version": one.originator_version,
+                "event_id": one.event_id,
+                "topic": one.topic,
+                "class_version": one.class_version,
+                "tenant": tenant_id,
+                "occurred": one.occurred_at,
+                "state": one.state,
+            }
+            statement = _INSERT_EVENT if idempotency is None else _INSERT_EVENT_WITH_KEY
+        else:
+            params = {
+                "session_id": session_id,
+                "session_ids": [s.originator_id for s in stored],
+                "versions": [s.originator_version for s in stored],
+                "event_ids": [s.event_id for s in stored],
+                "topics": [s.topic for s in stored],
+                "class_versions": [s.class_version for s in stored],
+                "tenants": [tenant_id] * len(stored),
+                "occurred": [s.occurred_at for s in stored],
+                "states": [s.state for s in stored],
+            }
+            statement = _INSERT_EVENTS if idempotency is None else _INSERT_EVENTS_WITH_KEY
         if idempotency is not None:
-            statement = _INSERT_WITH_KEY
             params.update(
                 key=idempotency.key,
-                session_id=session_id,
                 request_hash=idempotency.request_hash,
                 first_version=stored[0].originator_version,
                 last_version=stored[-1].originator_version,
