@@ -16,7 +16,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 import uuid
@@ -28,12 +27,11 @@ import orjson
 import psycopg
 from psycopg import sql
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from adapters.bootstrap import build_store, migrate  # noqa: E402
-from adapters.serialization import SessionEventMapper  # noqa: E402
-from adapters.settings import load_settings  # noqa: E402
-from events.catalogue import MessageAdded  # noqa: E402
+from adapters.bootstrap import build_store, migrate
+from adapters.serialization import SessionEventMapper
+from adapters.settings import load_settings
+from domain.store import SessionStore
+from events.catalogue import MessageAdded
 
 CONTENT = "Sure — I can move your appointment to Thursday at 10:30. Shall I confirm it? " * 3
 
@@ -124,7 +122,7 @@ class BlobWriter:
                 "role": "user",
                 "content": CONTENT,
                 "at": datetime.now(UTC).isoformat(),
-            }  # fmt: skip
+            }
         )
         self.conn.execute(
             "UPDATE blob_sessions SET doc = %s WHERE id = %s",
@@ -164,6 +162,77 @@ def concurrent_rate(make: Callable[[], Callable[[], None]], writers: int, per_wr
     return writers * per_writer / elapsed
 
 
+Row = tuple[str, str, str, str]
+
+
+def single_client(store: SessionStore, url: str, schema: str, n: int) -> Row:
+    raw = RawWriter(url, schema)
+    sid = store.create(tenant_id="bench", user_id="u", agent_id="a").session_id
+    timed(raw.append, 200)  # warm up (prepared statements, caches)
+    timed(lambda: store.add_message(sid, role="user", content=CONTENT), 200)
+    raw_lat = timed(raw.append, n)
+    ours_lat = timed(lambda: store.add_message(sid, role="user", content=CONTENT), n)
+    raw.close()
+    raw_med, ours_med = statistics.median(raw_lat) * 1e3, statistics.median(ours_lat) * 1e3
+    return (
+        "single-client append, median",
+        f"{ours_med:.3f} ms (p99 {percentile(ours_lat, 0.99) * 1e3:.3f})",
+        f"{raw_med:.3f} ms (p99 {percentile(raw_lat, 0.99) * 1e3:.3f})",
+        f"{ours_med / raw_med:.2f}x raw; target <= 0.5 ms -> "
+        + ("met" if ours_med <= 0.5 else "NOT met"),
+    )
+
+
+def concurrent(store: SessionStore, url: str, schema: str, writers: int, per_writer: int) -> Row:
+    def make_raw() -> Callable[[], None]:
+        return RawWriter(url, schema).append
+
+    def make_ours() -> Callable[[], None]:
+        own = store.create(tenant_id="bench", user_id="u", agent_id="a").session_id
+
+        def append() -> None:
+            store.add_message(own, role="user", content=CONTENT)
+
+        return append
+
+    raw_rate = concurrent_rate(make_raw, writers, per_writer)
+    ours_rate = concurrent_rate(make_ours, writers, per_writer)
+    ratio = ours_rate / raw_rate
+    return (
+        f"{writers} writers (threads, one process), appends/s",
+        f"{ours_rate:,.0f}",
+        f"{raw_rate:,.0f}",
+        f"{ratio:.2f}x raw; target >= 0.6 -> " + ("met" if ratio >= 0.6 else "NOT met"),
+    )
+
+
+def conversation_length(store: SessionStore, url: str, schema: str) -> Row:
+    long_sid = store.create(tenant_id="bench", user_id="u", agent_id="a").session_id
+    blob = BlobWriter(url, schema)
+    ours_at: dict[int, list[float]] = {10: [], 1000: []}
+    blob_at: dict[int, list[float]] = {10: [], 1000: []}
+    for i in range(1, 1001):
+        start = time.perf_counter()
+        store.add_message(long_sid, role="user", content=CONTENT)
+        ours_t = time.perf_counter() - start
+        start = time.perf_counter()
+        blob.append()
+        blob_t = time.perf_counter() - start
+        for mark in (10, 1000):
+            if mark - 9 <= i <= mark:  # the 10 appends ending at the mark
+                ours_at[mark].append(ours_t)
+                blob_at[mark].append(blob_t)
+    blob.close()
+    ours_growth = statistics.median(ours_at[1000]) / statistics.median(ours_at[10])
+    blob_growth = statistics.median(blob_at[1000]) / statistics.median(blob_at[10])
+    return (
+        "message 1000 vs message 10",
+        f"{ours_growth:.2f}x",
+        f"{blob_growth:.1f}x (blob rewrite)",
+        "target <= 1.2x -> " + ("met" if ours_growth <= 1.2 else "NOT met"),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -183,74 +252,11 @@ def main() -> None:
     )
     migrate(settings)
     store = build_store(settings)
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[Row] = []
     try:
-        # 1. single client latency -------------------------------------------------------------
-        raw = RawWriter(args.url, schema)
-        sid = store.create(tenant_id="bench", user_id="u", agent_id="a").session_id
-        timed(raw.append, 200)  # warm up (prepared statements, caches)
-        timed(lambda: store.add_message(sid, role="user", content=CONTENT), 200)
-        raw_lat = timed(raw.append, args.n)
-        ours_lat = timed(lambda: store.add_message(sid, role="user", content=CONTENT), args.n)
-        raw.close()
-        raw_med, ours_med = statistics.median(raw_lat) * 1e3, statistics.median(ours_lat) * 1e3
-        rows.append(
-            (
-                "single-client append, median",
-                f"{ours_med:.3f} ms (p99 {percentile(ours_lat, 0.99) * 1e3:.3f})",
-                f"{raw_med:.3f} ms (p99 {percentile(raw_lat, 0.99) * 1e3:.3f})",
-                f"{ours_med / raw_med:.2f}x raw; target <= 0.5 ms -> "
-                + ("met" if ours_med <= 0.5 else "NOT met"),
-            )
-        )
-
-        # 2. concurrent writers ----------------------------------------------------------------
-        def make_raw() -> Callable[[], None]:
-            return RawWriter(args.url, schema).append
-
-        def make_ours() -> Callable[[], None]:
-            own = store.create(tenant_id="bench", user_id="u", agent_id="a").session_id
-            return lambda: (store.add_message(own, role="user", content=CONTENT), None)[1]
-
-        raw_rate = concurrent_rate(make_raw, args.writers, args.per_writer)
-        ours_rate = concurrent_rate(make_ours, args.writers, args.per_writer)
-        ratio = ours_rate / raw_rate
-        rows.append(
-            (
-                f"{args.writers} writers, appends/s",
-                f"{ours_rate:,.0f}",
-                f"{raw_rate:,.0f}",
-                f"{ratio:.2f}x raw; target >= 0.6 -> " + ("met" if ratio >= 0.6 else "NOT met"),
-            )
-        )
-
-        # 3. conversation length ---------------------------------------------------------------
-        long_sid = store.create(tenant_id="bench", user_id="u", agent_id="a").session_id
-        blob = BlobWriter(args.url, schema)
-        ours_at: dict[int, list[float]] = {10: [], 1000: []}
-        blob_at: dict[int, list[float]] = {10: [], 1000: []}
-        for i in range(1, 1001):
-            start = time.perf_counter()
-            store.add_message(long_sid, role="user", content=CONTENT)
-            ours_t = time.perf_counter() - start
-            start = time.perf_counter()
-            blob.append()
-            blob_t = time.perf_counter() - start
-            for mark in (10, 1000):
-                if mark - 9 <= i <= mark:  # the 10 appends ending at the mark
-                    ours_at[mark].append(ours_t)
-                    blob_at[mark].append(blob_t)
-        blob.close()
-        ours_growth = statistics.median(ours_at[1000]) / statistics.median(ours_at[10])
-        blob_growth = statistics.median(blob_at[1000]) / statistics.median(blob_at[10])
-        rows.append(
-            (
-                "message 1000 vs message 10",
-                f"{ours_growth:.2f}x",
-                f"{blob_growth:.1f}x (blob rewrite)",
-                "target <= 1.2x -> " + ("met" if ours_growth <= 1.2 else "NOT met"),
-            )
-        )
+        rows.append(single_client(store, args.url, schema, args.n))
+        rows.append(concurrent(store, args.url, schema, args.writers, args.per_writer))
+        rows.append(conversation_length(store, args.url, schema))
     finally:
         store.close()
         with psycopg.connect(args.url, autocommit=True) as conn:
