@@ -81,7 +81,11 @@ class SQLiteEventLog:
     @classmethod
     def open(cls, settings: Settings) -> Self:
         """Open the file and check its schema is migrated; raises SchemaNotReady otherwise."""
-        log = cls(open_datastore(settings), where=f"SQLite file {settings.sqlite_path}")
+        where = f"SQLite file {settings.sqlite_path}"
+        if not settings.sqlite_path.exists():
+            # Opening would create an empty file; say what is missing instead.
+            raise SchemaNotReady(f"{where} does not exist")
+        log = cls(open_datastore(settings), where=where)
         try:
             log.check_schema()
         except BaseException:
