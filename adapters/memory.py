@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from adapters.serialization import SessionEventMapper, SessionStoredEvent
+from adapters.sql_log import appended, encode_batch
 from domain.errors import StreamVersionTaken
 from domain.ports import (
     LOG_START,
@@ -47,11 +48,7 @@ class MemoryEventLog:
         tenant_id: str,
         idempotency: IdempotencyClaim | None = None,
     ) -> AppendResult:
-        if not events:
-            msg = "append needs at least one event"
-            raise ValueError(msg)
-        encoded = [self.mapper.encode(event) for event in events]
-        session_id = events[0].session_id
+        encoded, session_id = encode_batch(self.mapper, events)
         with self._lock:
             stream = self._streams.get(session_id, [])
             for offset, stored in enumerate(encoded):
@@ -74,12 +71,7 @@ class MemoryEventLog:
                     encoded[0].originator_version,
                     encoded[-1].originator_version,
                 )
-        return AppendResult(
-            session_id=session_id,
-            version=encoded[-1].originator_version,
-            position=rows[-1].position,
-            events=len(rows),
-        )
+        return appended(session_id, encoded, [row.position for row in rows])
 
     def read_session(
         self,

@@ -27,12 +27,12 @@ from psycopg.sql import SQL, Identifier
 from adapters.migrations import check_version, discover
 from adapters.serialization import SessionEventMapper, SessionStoredEvent
 from adapters.settings import Settings
+from adapters.sql_log import SQLEventLog, appended, encode_batch
 from domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
 from domain.ports import (
     LOG_START,
     AppendResult,
     IdempotencyClaim,
-    IdempotencyKeyExists,
     LogCursor,
     RecordedEvent,
     StoredIdempotency,
@@ -155,8 +155,11 @@ def datastore_from_settings(settings: Settings) -> SessionStoreDatastore:
     )
 
 
-class PostgresEventLog:
+class PostgresEventLog(SQLEventLog):
     """EventLog on PostgreSQL. Thread-safe: every call borrows a pooled connection."""
+
+    placeholder = "%s"
+    columns = _COLUMNS
 
     def __init__(
         self,
@@ -203,11 +206,7 @@ class PostgresEventLog:
         tenant_id: str,
         idempotency: IdempotencyClaim | None = None,
     ) -> AppendResult:
-        if not events:
-            msg = "append needs at least one event"
-            raise ValueError(msg)
-        stored = [self.mapper.encode(event) for event in events]
-        session_id = events[0].session_id
+        stored, session_id = encode_batch(self.mapper, events)
         params: dict[str, Any]
         if len(stored) == 1:
             (one,) = stored
@@ -251,36 +250,8 @@ class PostgresEventLog:
             positions = [row[0] for row in cur.fetchall()]
         if not positions and idempotency is not None:
             # Only the key claim can make the insert empty: the key was already taken.
-            existing = self.find_idempotency(idempotency.key)
-            if existing is None:  # pragma: no cover - keys are never deleted
-                msg = f"idempotency key {idempotency.key!r} vanished while appending"
-                raise StorageError(msg)
-            raise IdempotencyKeyExists(existing)
-        return AppendResult(
-            session_id=session_id,
-            version=stored[-1].originator_version,
-            position=positions[-1],
-            events=len(positions),
-        )
-
-    def read_session(
-        self,
-        session_id: UUID,
-        *,
-        after_version: int = 0,
-        to_version: int | None = None,
-        limit: int | None = None,
-    ) -> list[RecordedEvent]:
-        query = f"SELECT {_COLUMNS} FROM events WHERE session_id = %s AND version > %s"
-        params: list[Any] = [session_id, after_version]
-        if to_version is not None:
-            query += " AND version <= %s"
-            params.append(to_version)
-        query += " ORDER BY version"
-        if limit is not None:
-            query += " LIMIT %s"
-            params.append(limit)
-        return self._select(query, params)
+            self._key_taken(idempotency.key)
+        return appended(session_id, stored, positions)
 
     def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
         return self._select(_READ_LOG, [str(after.tx), after.position, limit])
@@ -295,6 +266,9 @@ class PostgresEventLog:
         return None if row is None else StoredIdempotency(*row)
 
     # -----------------------------------------------------------------------------------------
+
+    def _session_param(self, session_id: UUID) -> object:
+        return session_id
 
     def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
         with (

@@ -21,12 +21,12 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 from adapters.migrations import check_version, discover
 from adapters.serialization import SessionEventMapper, SessionStoredEvent
 from adapters.settings import Settings
+from adapters.sql_log import SQLEventLog, appended, encode_batch
 from domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
 from domain.ports import (
     LOG_START,
     AppendResult,
     IdempotencyClaim,
-    IdempotencyKeyExists,
     LogCursor,
     RecordedEvent,
     StoredIdempotency,
@@ -68,8 +68,11 @@ def open_datastore(settings: Settings) -> SQLiteDatastore:
     return SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_SECONDS)
 
 
-class SQLiteEventLog:
+class SQLiteEventLog(SQLEventLog):
     """EventLog on a SQLite file. Thread-safe via the library's connection pool."""
+
+    placeholder = "?"
+    columns = _COLUMNS
 
     def __init__(
         self, datastore: SQLiteDatastore, *, where: str, mapper: SessionEventMapper | None = None
@@ -116,11 +119,7 @@ class SQLiteEventLog:
         tenant_id: str,
         idempotency: IdempotencyClaim | None = None,
     ) -> AppendResult:
-        if not events:
-            msg = "append needs at least one event"
-            raise ValueError(msg)
-        stored = [self.mapper.encode(event) for event in events]
-        session_id = events[0].session_id
+        stored, session_id = encode_batch(self.mapper, events)
         now = format_time(datetime.now(UTC))
         rows = [
             (
@@ -163,36 +162,8 @@ class SQLiteEventLog:
                     cur.execute(_INSERT_EVENT, row)
                     positions.append(int(cur.sqlite_cursor.lastrowid or 0))
         if key_taken and idempotency is not None:
-            existing = self.find_idempotency(idempotency.key)
-            if existing is None:  # pragma: no cover - keys are never deleted
-                msg = f"idempotency key {idempotency.key!r} vanished while appending"
-                raise StorageError(msg)
-            raise IdempotencyKeyExists(existing)
-        return AppendResult(
-            session_id=session_id,
-            version=stored[-1].originator_version,
-            position=positions[-1],
-            events=len(positions),
-        )
-
-    def read_session(
-        self,
-        session_id: UUID,
-        *,
-        after_version: int = 0,
-        to_version: int | None = None,
-        limit: int | None = None,
-    ) -> list[RecordedEvent]:
-        query = f"SELECT {_COLUMNS} FROM events WHERE session_id = ? AND version > ?"
-        params: list[Any] = [str(session_id), after_version]
-        if to_version is not None:
-            query += " AND version <= ?"
-            params.append(to_version)
-        query += " ORDER BY version"
-        if limit is not None:
-            query += " LIMIT ?"
-            params.append(limit)
-        return self._select(query, params)
+            self._key_taken(idempotency.key)
+        return appended(session_id, stored, positions)
 
     def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
         return self._select(
@@ -209,6 +180,9 @@ class SQLiteEventLog:
         return StoredIdempotency(row[0], UUID(row[1]), row[2], row[3], row[4], row[5])
 
     # -----------------------------------------------------------------------------------------
+
+    def _session_param(self, session_id: UUID) -> object:
+        return str(session_id)
 
     def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
         with self._reading() as cur:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TypeVar
 from uuid import UUID, uuid4
 
 import psycopg
@@ -21,24 +18,9 @@ from domain.errors import ConcurrencyConflict, SchemaNotReady, StorageError
 from domain.ports import LOG_START, AppendResult, LogCursor
 from domain.store import SessionStore
 from events.catalogue import SessionCreated
+from tests.concurrency import run_together
 
 pytestmark = pytest.mark.postgres
-T = TypeVar("T")
-
-
-def run_together(*calls: Callable[[], T]) -> list[T | BaseException]:
-    """Run the calls in threads released at the same instant; return results or exceptions."""
-    barrier = threading.Barrier(len(calls))
-
-    def release_then(call: Callable[[], T]) -> T | BaseException:
-        barrier.wait()
-        try:
-            return call()
-        except Exception as e:  # noqa: BLE001 - the test inspects what each thread got
-            return e
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(release_then, calls))
 
 
 def test_two_threads_same_expected_version_exactly_one_wins(pg_settings: Settings) -> None:

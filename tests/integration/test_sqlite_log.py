@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -16,22 +12,7 @@ from adapters.settings import Settings, load_settings
 from adapters.sqlite.log import SQLiteEventLog
 from domain.errors import ConcurrencyConflict, SchemaNotReady, StorageError
 from domain.ports import AppendResult
-
-T = TypeVar("T")
-
-
-def run_together(*calls: Callable[[], T]) -> list[T | BaseException]:
-    barrier = threading.Barrier(len(calls))
-
-    def release_then(call: Callable[[], T]) -> T | BaseException:
-        barrier.wait()
-        try:
-            return call()
-        except Exception as e:  # noqa: BLE001 - the test inspects what each thread got
-            return e
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(release_then, calls))
+from tests.concurrency import run_together
 
 
 def test_two_stores_same_expected_version_exactly_one_wins(sqlite_settings: Settings) -> None:
