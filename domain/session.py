@@ -235,6 +235,16 @@ def _require(s: Session, allowed: tuple[SessionStatus, ...], action: str) -> Non
         raise InvalidTransition(s.session_id, s.status.value, action, f"needs {expected}")
 
 
+def _next_event(s: Session, at: datetime, event_id: UUID) -> dict[str, Any]:
+    """The common fields of the event that follows the session's current version."""
+    return {
+        "session_id": s.session_id,
+        "version": s.version + 1,
+        "occurred_at": at,
+        "event_id": event_id,
+    }
+
+
 def create_session(
     cmd: CreateSession, *, session_id: UUID, at: datetime, event_id: UUID
 ) -> SessionCreated:
@@ -275,10 +285,7 @@ def add_message(
             open_ids,
         )
     return MessageAdded(
-        session_id=s.session_id,
-        version=s.version + 1,
-        occurred_at=at,
-        event_id=event_id,
+        **_next_event(s, at, event_id),
         message_id=message_id,
         role=cmd.role,
         content=cmd.content,
@@ -293,10 +300,7 @@ def record_turn(s: Session, cmd: RecordTurn, *, at: datetime, event_id: UUID) ->
     # Turns measure live request processing, so only while active.
     _require(s, (SessionStatus.ACTIVE,), "record a turn on")
     return TurnRecorded(
-        session_id=s.session_id,
-        version=s.version + 1,
-        occurred_at=at,
-        event_id=event_id,
+        **_next_event(s, at, event_id),
         **cmd.model_dump(),
     )
 
@@ -307,10 +311,7 @@ def update_context(
     # Working memory may change while active or interrupted, never after the end.
     _require(s, (SessionStatus.ACTIVE, SessionStatus.INTERRUPTED), "update the context of")
     return ContextUpdated(
-        session_id=s.session_id,
-        version=s.version + 1,
-        occurred_at=at,
-        event_id=event_id,
+        **_next_event(s, at, event_id),
         set=cmd.set,
         removed=cmd.remove,
     )
@@ -320,10 +321,7 @@ def interrupt(s: Session, cmd: Interrupt, *, at: datetime, event_id: UUID) -> Se
     # Interrupt only from active; open tool calls are aborted explicitly, in the event itself.
     _require(s, (SessionStatus.ACTIVE,), "interrupt")
     return SessionInterrupted(
-        session_id=s.session_id,
-        version=s.version + 1,
-        occurred_at=at,
-        event_id=event_id,
+        **_next_event(s, at, event_id),
         reason=cmd.reason,
         detail=cmd.detail,
         aborted_tool_calls=s.open_tool_call_ids,
@@ -335,10 +333,7 @@ def resume(s: Session, *, at: datetime, event_id: UUID) -> SessionResumed:
     _require(s, (SessionStatus.INTERRUPTED,), "resume")
     since = s.interrupted_at or at
     return SessionResumed(
-        session_id=s.session_id,
-        version=s.version + 1,
-        occurred_at=at,
-        event_id=event_id,
+        **_next_event(s, at, event_id),
         resume_count=s.resume_count + 1,
         # Clocks of different writers may disagree slightly; never record a negative duration.
         seconds_interrupted=max(0.0, (at - since).total_seconds()),
@@ -349,10 +344,7 @@ def end(s: Session, cmd: End, *, at: datetime, event_id: UUID) -> SessionEnded:
     # Ended is terminal; open tool calls are aborted explicitly, in the event itself.
     _require(s, (SessionStatus.ACTIVE, SessionStatus.INTERRUPTED), "end")
     return SessionEnded(
-        session_id=s.session_id,
-        version=s.version + 1,
-        occurred_at=at,
-        event_id=event_id,
+        **_next_event(s, at, event_id),
         status=cmd.status,
         reason=cmd.reason,
         aborted_tool_calls=s.open_tool_call_ids,
