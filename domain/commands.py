@@ -13,7 +13,7 @@ import math
 from typing import Annotated, ClassVar, Self
 from uuid import UUID
 
-from pydantic import BaseModel, Field, JsonValue, model_validator
+from pydantic import BaseModel, Field, JsonValue, StrictBool, StrictStr, model_validator
 
 from events.catalogue import (
     Channel,
@@ -28,7 +28,7 @@ from events.catalogue import (
     ToolCall,
 )
 
-ShortText = Annotated[str, Field(max_length=2000)]
+ShortText = Annotated[StrictStr, Field(max_length=2000)]
 
 
 # What the stored JSON (orjson on every backend) can hold exactly: 64-bit integers, finite
@@ -112,7 +112,7 @@ class AddMessage(Command):
     name: ClassVar[str] = "add_message"
 
     role: Role
-    content: str = ""
+    content: StrictStr = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: Identifier | None = None
     message_id: Identifier | None = None
@@ -151,7 +151,7 @@ class RecordTurn(Command):
     tool_ms: Milliseconds | None = None
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
-    error: bool = False
+    error: StrictBool = False
     error_type: Identifier | None = None
 
     @model_validator(mode="after")

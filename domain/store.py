@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -196,7 +196,9 @@ class SessionStore:
             {
                 "role": role,
                 "content": content,
-                "tool_calls": tuple(tool_calls),
+                # Only one-shot iterators are materialised; anything else goes to validation
+                # as it is, so a string or a dict is an error, not a sequence of tool calls.
+                "tool_calls": tuple(tool_calls) if isinstance(tool_calls, Iterator) else tool_calls,
                 "tool_call_id": tool_call_id,
                 "message_id": message_id,
                 "input_tokens": input_tokens,
@@ -252,7 +254,7 @@ class SessionStore:
         expected_version: int | None = None,
         idempotency_key: str | None = None,
     ) -> AppendResult:
-        command = _validated(UpdateContext, {"set": set or {}, "remove": tuple(remove)})
+        command = _validated(UpdateContext, {"set": {} if set is None else set, "remove": remove})
         return self.execute(
             session_id, command, expected_version=expected_version, idempotency_key=idempotency_key
         )

@@ -17,13 +17,25 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictStr,
+    field_validator,
+)
+from pydantic import Strict as _Strict
 
-Identifier = Annotated[str, Field(min_length=1, max_length=200)]
+# Scalars are strict: "5" is not a number and b"hi" is not text, so a wrong type is an error
+# instead of being quietly converted. (An int is still accepted where a float is expected.)
+Identifier = Annotated[str, _Strict(), Field(min_length=1, max_length=200)]
 """Ids chosen by callers (tenant, user, agent, message, tool call, request)."""
 
-Milliseconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-TokenCount = Annotated[int, Field(ge=0)]
+Milliseconds = Annotated[float, _Strict(), Field(ge=0, allow_inf_nan=False)]
+TokenCount = Annotated[int, _Strict(), Field(ge=0)]
 
 
 class Channel(StrEnum):
@@ -115,7 +127,7 @@ class MessageAdded(SessionEvent):
 
     message_id: Identifier
     role: Role
-    content: str
+    content: StrictStr
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: Identifier | None = None
     input_tokens: TokenCount | None = None
@@ -133,7 +145,7 @@ class TurnRecorded(SessionEvent):
     tool_ms: Milliseconds | None = None
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
-    error: bool = False
+    error: StrictBool = False
     error_type: Identifier | None = None
 
 

@@ -109,7 +109,13 @@ class EventCodec:
         if stored_version > cls.class_version:
             raise UnsupportedClassVersion(encoded.topic, stored_version, cls.class_version)
         while stored_version < cls.class_version:
-            getattr(cls, f"upcast_v{stored_version}_v{stored_version + 1}")(state)
+            step = f"upcast_v{stored_version}_v{stored_version + 1}"
+            try:
+                getattr(cls, step)(state)
+            except Exception as e:  # an old row the upcaster cannot handle is corrupt data
+                raise CorruptEvent(
+                    encoded.topic, encoded.session_id, encoded.version, f"{step} failed: {e!r}"
+                ) from e
             stored_version += 1
         try:
             return cls.model_validate(

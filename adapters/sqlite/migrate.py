@@ -4,6 +4,7 @@ once makes a second migrator wait, then find nothing left to do."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 
 from adapters.migrations import discover
@@ -31,16 +32,32 @@ def statements(script: str) -> Iterator[str]:
         raise ValueError(msg)
 
 
+def use_wal(conn: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch the file to WAL (persistent). Changing the journal mode needs an exclusive lock
+    and SQLite reports "database is locked" at once, without its busy timeout, when another
+    connection is using the file, as when two migrators start on a new file together."""
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+        else:
+            return
+
+
 def migrate(settings: Settings) -> list[str]:
     migrations = discover(MIGRATIONS_PACKAGE)
-    open_datastore(settings).close()  # same path checks (and WAL mode) as the event log
+    open_datastore(settings).close()  # the same path checks as opening the event log
     applied_now: list[str] = []
     try:
         conn = sqlite3.connect(
             settings.sqlite_path, timeout=LOCK_TIMEOUT_SECONDS, isolation_level=None
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
