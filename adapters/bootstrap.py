@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 from adapters.memory import MemoryEventLog
 from adapters.settings import Settings, load_settings
 from domain.ports import EventLog
 from domain.store import SessionStore
+from projections.base import ViewStore
+from projections.runner import TimerWaiter, Waiter
 
 
 def open_log(settings: Settings) -> EventLog:
@@ -22,19 +26,59 @@ def open_log(settings: Settings) -> EventLog:
 
 
 def migrate(settings: Settings) -> list[str]:
-    """Apply pending schema migrations; returns the names of those applied (empty if none)."""
+    """Apply pending schema migrations and create the projections' first view tables; returns
+    the names of the migrations applied (empty if none)."""
     if settings.backend == "memory":
         return []
     if settings.backend == "sqlite":
         from adapters.sqlite.migrate import migrate as migrate_sqlite
 
-        return migrate_sqlite(settings)
-    from adapters.postgres.migrate import migrate as migrate_postgres
+        applied = migrate_sqlite(settings)
+    else:
+        from adapters.postgres.migrate import migrate as migrate_postgres
 
-    return migrate_postgres(settings)
+        applied = migrate_postgres(settings)
+    ensure_views(settings)
+    return applied
+
+
+def ensure_views(settings: Settings) -> None:
+    """Give every projection an active generation of view tables (idempotent)."""
+    from projections import all_projections
+
+    views = open_views(settings)
+    try:
+        for projection in all_projections():
+            views.ensure(projection)
+    finally:
+        views.close()
 
 
 def build_store(settings: Settings | None = None) -> SessionStore:
     """A SessionStore on the configured backend, whose schema must already be migrated."""
     settings = settings or load_settings()
     return SessionStore(open_log(settings), limits=settings.limits, cache_size=settings.cache_size)
+
+
+def open_views(settings: Settings) -> ViewStore:
+    """The view store of the configured backend (projection tables and tracking)."""
+    if settings.backend == "memory":
+        from adapters.memory_views import MemoryViewStore
+
+        return MemoryViewStore()
+    if settings.backend == "sqlite":
+        from adapters.sqlite.views import SQLiteViewStore
+
+        return SQLiteViewStore.open(settings)
+    from adapters.postgres.views import PostgresViewStore
+
+    return PostgresViewStore.open(settings)
+
+
+def open_waiter(settings: Settings, stop: threading.Event) -> Waiter:
+    """What a live projection runner sleeps on: LISTEN/NOTIFY on PostgreSQL, a timer elsewhere."""
+    if settings.backend == "postgres":
+        from adapters.postgres.notify import PostgresWaiter
+
+        return PostgresWaiter(settings, stop)
+    return TimerWaiter(stop)

@@ -92,6 +92,18 @@ class MemoryEventLog:
             rows = self._log[after.position : after.position + limit]
         return [self._recorded(row) for row in rows]
 
+    def head(self) -> LogCursor:
+        with self._lock:
+            return LogCursor(0, len(self._log))
+
+    def count_after(self, cursor: LogCursor) -> int:
+        with self._lock:
+            return max(0, len(self._log) - cursor.position)
+
+    def cursor_of(self, position: int) -> LogCursor | None:
+        with self._lock:
+            return LogCursor(0, position) if 1 <= position <= len(self._log) else None
+
     def find_idempotency(self, key: str) -> StoredIdempotency | None:
         with self._lock:
             return self._stored_key(key) if key in self._keys else None

@@ -148,3 +148,44 @@ class StreamVersionTaken(SessionStoreError):
             version=version,
         )
         self.session_id, self.version = session_id, version
+
+
+class ProjectionConflict(SessionStoreError):
+    """Another runner moved the projection's position first; this batch was not written."""
+
+    code = "projection-conflict"
+
+    def __init__(self, projection: str, generation: int) -> None:
+        super().__init__(
+            f"projection {projection} (generation {generation}) was advanced by another runner",
+            projection=projection,
+            generation=generation,
+        )
+        self.projection, self.generation = projection, generation
+
+
+class UnknownProjection(SessionStoreError):
+    code = "unknown-projection"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"no projection named {name!r}; known: {', '.join(known)}", projection=name, known=known
+        )
+        self.name = name
+
+
+class ProjectionTimeout(SessionStoreError):
+    """A read-your-writes wait ran out: the view had not reached the position in time."""
+
+    code = "projection-timeout"
+
+    def __init__(self, projection: str, position: int, reached: int, timeout: float) -> None:
+        super().__init__(
+            f"view {projection} did not reach position {position} within {timeout:g}s "
+            f"(it is at {reached}); is `sessionstore projections run` running?",
+            projection=projection,
+            position=position,
+            reached=reached,
+            timeout=timeout,
+        )
+        self.projection, self.position, self.reached = projection, position, reached

@@ -391,9 +391,10 @@ class SessionStore:
             except (InvalidTransition, TranscriptViolation):
                 if fresh:
                     raise
-                # The cached state may be behind another writer; judge on the log's state.
+                # The cached state may be behind another writer: judge again on the log's
+                # state, expected_version first (a stale one is a conflict, whatever the rule).
                 state, fresh = self._catch_up(state), True
-                event = decide(state)
+                continue
             try:
                 result = self.log.append([event], tenant_id=state.tenant_id, idempotency=claim)
             except StreamVersionTaken:

@@ -25,6 +25,7 @@ from psycopg.rows import TupleRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from adapters.migrations import check_version, discover
+from adapters.postgres.notify import PostgresNotifier
 from adapters.serialization import SessionEventMapper, SessionStoredEvent
 from adapters.settings import Settings
 from adapters.sql_log import SQLEventLog, appended, encode_batch
@@ -167,16 +168,20 @@ class PostgresEventLog(SQLEventLog):
         *,
         where: str,
         mapper: SessionEventMapper | None = None,
+        notifier: PostgresNotifier | None = None,
     ) -> None:
         self.datastore = datastore
         self.mapper = mapper or SessionEventMapper()
         self.where = where
+        self.notifier = notifier
 
     @classmethod
     def open(cls, settings: Settings) -> Self:
         """Connect and check the schema is migrated; raises StorageError / SchemaNotReady."""
         where = f"{settings.redacted_url()} (schema {settings.database_schema})"
-        log = cls(datastore_from_settings(settings), where=where)
+        log = cls(
+            datastore_from_settings(settings), where=where, notifier=PostgresNotifier(settings)
+        )
         try:
             log.check_schema()
         except BaseException:
@@ -195,6 +200,8 @@ class PostgresEventLog(SQLEventLog):
         check_version(applied, discover(MIGRATIONS_PACKAGE), self.where)
 
     def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
         self.datastore.close()
 
     # -----------------------------------------------------------------------------------------
@@ -251,10 +258,42 @@ class PostgresEventLog(SQLEventLog):
         if not positions and idempotency is not None:
             # Only the key claim can make the insert empty: the key was already taken.
             self._key_taken(idempotency.key)
+        if self.notifier is not None:
+            self.notifier.poke()  # wake live projection runners (after the commit, off-path)
         return appended(session_id, stored, positions)
 
     def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
         return self._select(_READ_LOG, [str(after.tx), after.position, limit])
+
+    def head(self) -> LogCursor:
+        row = self._one(
+            "SELECT tx::text::bigint, position FROM events"
+            " WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
+            " ORDER BY tx DESC, position DESC LIMIT 1",
+            (),
+        )
+        return LOG_START if row is None else LogCursor(row[0], row[1])
+
+    def count_after(self, cursor: LogCursor) -> int:
+        row = self._one(
+            "SELECT count(*) FROM events WHERE (tx, position) > (%s::text::xid8, %s)",
+            (str(cursor.tx), cursor.position),
+        )
+        return int(row[0]) if row else 0
+
+    def cursor_of(self, position: int) -> LogCursor | None:
+        row = self._one(
+            "SELECT tx::text::bigint, position FROM events WHERE position = %s", (position,)
+        )
+        return None if row is None else LogCursor(row[0], row[1])
+
+    def _one(self, query: str, params: Sequence[Any]) -> TupleRow | None:
+        with (
+            self._translated(),
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            return cur.execute(query, params, prepare=True).fetchone()
 
     def find_idempotency(self, key: str) -> StoredIdempotency | None:
         with (

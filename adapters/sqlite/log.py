@@ -171,6 +171,21 @@ class SQLiteEventLog(SQLEventLog):
             [after.position, limit],
         )
 
+    def head(self) -> LogCursor:
+        with self._reading() as cur:
+            cur.execute("SELECT max(position) FROM events")
+            return LogCursor(0, cur.fetchone()[0] or 0)
+
+    def count_after(self, cursor: LogCursor) -> int:
+        with self._reading() as cur:
+            cur.execute("SELECT count(*) FROM events WHERE position > ?", (cursor.position,))
+            return int(cur.fetchone()[0])
+
+    def cursor_of(self, position: int) -> LogCursor | None:
+        with self._reading() as cur:
+            cur.execute("SELECT position FROM events WHERE position = ?", (position,))
+            return None if cur.fetchone() is None else LogCursor(0, position)
+
     def find_idempotency(self, key: str) -> StoredIdempotency | None:
         with self._reading() as cur:
             cur.execute(_FIND_KEY, (key,))

@@ -1194,3 +1194,20 @@ def test_tool_calls_may_come_from_any_iterable(store: SessionStore, sid: UUID) -
     store.add_message(sid, role="assistant", tool_calls=calls)
 
     assert store.get(sid).open_tool_call_ids == ("c0", "c1")
+
+
+def test_a_stale_expected_version_is_a_conflict_even_when_the_fresh_state_forbids_the_command(
+    log: MemoryEventLog,
+) -> None:
+    """Found by the state machine: store A caches the session as interrupted (v2), store B
+    ends it (v3); A's record_turn with expected_version=2 must be a version conflict, not a
+    status error, because the caller's view of the session is stale."""
+    a, b = SessionStore(log), SessionStore(log)
+    sid = a.create(tenant_id="acme", user_id="u", agent_id="bot").session_id
+    a.interrupt(sid, reason="disconnect")
+    b.end(sid, status="completed")
+
+    with nothing_appended(log), pytest.raises(ConcurrencyConflict) as info:
+        a.record_turn(sid, request_id="r", duration_ms=1, expected_version=2)
+
+    assert (info.value.expected_version, info.value.actual_version) == (2, 3)

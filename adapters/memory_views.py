@@ -1,0 +1,107 @@
+"""In-memory view store: the unit-test backend for projections. Same contract as the SQL ones."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+
+from domain.errors import ProjectionConflict
+from domain.ports import LOG_START, LogCursor
+from projections.base import Batch, Key, Projection, Row, Table, Tracking
+
+
+class MemoryViewStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[str, int] = {}
+        self._latest: dict[str, int] = {}
+        self._tracking: dict[tuple[str, int], LogCursor] = {}
+        self._rows: dict[tuple[str, int, str], dict[Key, Row]] = {}
+
+    # -- generations ----------------------------------------------------------------------------
+
+    def ensure(self, projection: Projection) -> int:
+        with self._lock:
+            if projection.name not in self._active:
+                generation = self._new_generation(projection)
+                self._active[projection.name] = generation
+            return self._active[projection.name]
+
+    def active_generation(self, name: str) -> int:
+        with self._lock:
+            return self._active[name]
+
+    def start_generation(self, projection: Projection) -> int:
+        with self._lock:
+            return self._new_generation(projection)
+
+    def activate(self, projection: Projection, generation: int) -> None:
+        with self._lock:
+            old = self._active.get(projection.name)
+            self._active[projection.name] = generation
+            if old is not None and old != generation:
+                for table in projection.tables:
+                    self._rows.pop((projection.name, old, table.name), None)
+
+    def _new_generation(self, projection: Projection) -> int:
+        generation = self._latest.get(projection.name, 0) + 1
+        self._latest[projection.name] = generation
+        self._tracking[(projection.name, generation)] = LOG_START
+        for table in projection.tables:
+            self._rows[(projection.name, generation, table.name)] = {}
+        return generation
+
+    # -- rows and tracking ------------------------------------------------------------------------
+
+    def tracking(self, name: str, generation: int) -> LogCursor:
+        with self._lock:
+            return self._tracking[(name, generation)]
+
+    def load(
+        self, projection: str, generation: int, table: Table, keys: Sequence[Key]
+    ) -> list[Row]:
+        with self._lock:
+            rows = self._rows[(projection, generation, table.name)]
+            return [copy.deepcopy(rows[k]) for k in keys if k in rows]
+
+    def rows(self, projection: str, table: str, generation: int | None = None) -> list[Row]:
+        """Every row of a table (the active generation unless given), in key order."""
+        with self._lock:
+            gen = self._active[projection] if generation is None else generation
+            stored = self._rows[(projection, gen, table)]
+            return [copy.deepcopy(stored[k]) for k in sorted(stored, key=_sortable)]
+
+    def commit(
+        self,
+        writes: Sequence[tuple[Projection, int, Batch]],
+        moves: Sequence[tuple[Tracking, LogCursor]],
+    ) -> None:
+        with self._lock:
+            for old, _new in moves:
+                if self._tracking[(old.projection, old.generation)] != old.cursor:
+                    raise ProjectionConflict(old.projection, old.generation)
+            for projection, generation, batch in writes:
+                for table in projection.tables:
+                    stored = self._rows[(projection.name, generation, table.name)]
+                    changes = batch.changes[table.name]
+                    for row in changes.inserts:
+                        key = table.key_of(row)
+                        if key in stored:
+                            msg = f"{table.name}: row {key} inserted twice"
+                            raise ValueError(msg)
+                        stored[key] = copy.deepcopy(row)
+                    for key, row in changes.upserts.items():
+                        stored[key] = copy.deepcopy(row)
+            for old, new in moves:
+                self._tracking[(old.projection, old.generation)] = new
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _sortable(key: Key) -> tuple[tuple[int, float, str], ...]:
+    return tuple(
+        (0, float(part), "") if isinstance(part, int | float) else (1, 0.0, str(part))
+        for part in key
+    )

@@ -1,0 +1,302 @@
+"""View stores on SQL: generations of view tables, tracking rows, batched writes.
+
+The shared logic lives here; ``adapters/postgres/views.py`` and ``adapters/sqlite/views.py``
+supply the dialect (types, value conversion, bulk statements, locking). Table DDL is generated
+from the declarations in ``projections/tables.py`` (view tables are disposable and rebuilt
+from the log; the log's own schema is hand-written SQL in the migrations).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol
+
+from domain.errors import ProjectionConflict, UnknownProjection
+from domain.ports import LOG_START, LogCursor
+from projections.base import Batch, ColumnType, Key, Projection, Row, Table, Tracking
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
+
+
+class Cursor(Protocol):
+    def execute(self, query: Any, params: Any = ...) -> Any: ...
+
+    def executemany(self, query: Any, params_seq: Any) -> Any: ...
+
+    def fetchall(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+
+def physical(table: str, generation: int) -> str:
+    """The table that holds one generation of a view table's rows."""
+    return f"{table}_g{generation}"
+
+
+def checked(name: str) -> str:
+    """Identifiers we format into SQL are our own constants; refuse anything else."""
+    if not _IDENTIFIER.match(name):
+        msg = f"not a safe SQL identifier: {name!r}"
+        raise ValueError(msg)
+    return name
+
+
+class SQLViewStore(ABC):
+    """ViewStore on a SQL database. Subclasses give the dialect."""
+
+    placeholder: ClassVar[str]
+    types: ClassVar[dict[ColumnType, str]]
+    _known: dict[str, tuple[Table, ...]]
+    """Tables of the projections this store has been asked to ensure (for ``rows``)."""
+
+    # -- dialect --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _transaction(self, *, ddl: bool = False) -> AbstractContextManager[Cursor]:
+        """A write transaction (``ddl``: also serialised against other processes' DDL)."""
+
+    @abstractmethod
+    def _reading(self) -> AbstractContextManager[Cursor]: ...
+
+    @abstractmethod
+    def _to_db(self, type_: ColumnType, value: Any) -> Any: ...
+
+    @abstractmethod
+    def _from_db(self, type_: ColumnType, value: Any) -> Any: ...
+
+    @abstractmethod
+    def _load_query(
+        self, table: Table, name: str, keys: Sequence[Key]
+    ) -> tuple[str, list[Any]]: ...
+
+    @abstractmethod
+    def _insert_rows(self, cur: Cursor, table: Table, name: str, rows: list[list[Any]]) -> None: ...
+
+    # -- DDL --------------------------------------------------------------------------------------
+
+    def _create_tables(self, cur: Cursor, projection: Projection, generation: int) -> None:
+        for table in projection.tables:
+            name = checked(physical(table.name, generation))
+            columns = ", ".join(
+                f"{checked(c.name)} {self.types[c.type]}{'' if c.nullable else ' NOT NULL'}"
+                for c in table.columns
+            )
+            cur.execute(f"DROP TABLE IF EXISTS {name}")
+            cur.execute(f"CREATE TABLE {name} ({columns}, PRIMARY KEY ({', '.join(table.key)}))")
+            for number, index in enumerate(table.indexes, start=1):
+                cur.execute(f"CREATE INDEX {name}_ix{number} ON {name} ({', '.join(index)})")
+        p = self.placeholder
+        cur.execute(f"DELETE FROM projection_tracking WHERE name = {p} AND generation = {p}",
+                    (projection.name, generation))  # fmt: skip
+        cur.execute(
+            "INSERT INTO projection_tracking (name, generation, tx, position) "
+            f"VALUES ({p}, {p}, 0, 0)",
+            (projection.name, generation),
+        )
+
+    def _point_views(self, cur: Cursor, projection: Projection, generation: int) -> None:
+        for table in projection.tables:
+            name = checked(table.name)
+            cur.execute(f"DROP VIEW IF EXISTS {name}")
+            cur.execute(f"CREATE VIEW {name} AS SELECT * FROM {physical(name, generation)}")
+
+    def _drop_generation(self, cur: Cursor, projection: Projection, generation: int) -> None:
+        for table in projection.tables:
+            cur.execute(f"DROP TABLE IF EXISTS {checked(physical(table.name, generation))}")
+        p = self.placeholder
+        cur.execute(f"DELETE FROM projection_tracking WHERE name = {p} AND generation = {p}",
+                    (projection.name, generation))  # fmt: skip
+
+    def _registry(self, cur: Cursor, name: str) -> tuple[int, int] | None:
+        p = self.placeholder
+        cur.execute(
+            f"SELECT active_generation, latest_generation FROM projections WHERE name = {p}",
+            (name,),
+        )
+        row = cur.fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    # -- ViewStore --------------------------------------------------------------------------------
+
+    def ensure(self, projection: Projection) -> int:
+        self._known[projection.name] = projection.tables
+        with self._reading() as cur:
+            known = self._registry(cur, projection.name)
+        if known is not None:
+            return known[0]
+        p = self.placeholder
+        with self._transaction(ddl=True) as cur:
+            known = self._registry(cur, projection.name)
+            if known is not None:  # another process got here first
+                return known[0]
+            self._create_tables(cur, projection, 1)
+            self._point_views(cur, projection, 1)
+            cur.execute(
+                "INSERT INTO projections (name, active_generation, latest_generation) "
+                f"VALUES ({p}, 1, 1)",
+                (projection.name,),
+            )
+        return 1
+
+    def active_generation(self, name: str) -> int:
+        with self._reading() as cur:
+            known = self._registry(cur, name)
+        if known is None:
+            raise UnknownProjection(name, [])
+        return known[0]
+
+    def generations(self, name: str) -> tuple[int, int]:
+        """(active, latest) generation numbers; latest > active while a rebuild is under way."""
+        with self._reading() as cur:
+            known = self._registry(cur, name)
+        if known is None:
+            raise UnknownProjection(name, [])
+        return known
+
+    def start_generation(self, projection: Projection) -> int:
+        p = self.placeholder
+        with self._transaction(ddl=True) as cur:
+            known = self._registry(cur, projection.name)
+            if known is None:
+                raise UnknownProjection(projection.name, [])
+            active, latest = known
+            for leftover in range(active + 1, latest + 1):  # abandoned rebuilds
+                self._drop_generation(cur, projection, leftover)
+            generation = latest + 1
+            self._create_tables(cur, projection, generation)
+            cur.execute(
+                f"UPDATE projections SET latest_generation = {p} WHERE name = {p}",
+                (generation, projection.name),
+            )
+        return generation
+
+    def activate(self, projection: Projection, generation: int) -> None:
+        p = self.placeholder
+        with self._transaction(ddl=True) as cur:
+            known = self._registry(cur, projection.name)
+            if known is None:
+                raise UnknownProjection(projection.name, [])
+            old = known[0]
+            self._point_views(cur, projection, generation)
+            cur.execute(
+                f"UPDATE projections SET active_generation = {p} WHERE name = {p}",
+                (generation, projection.name),
+            )
+            if old != generation:
+                self._drop_generation(cur, projection, old)
+
+    def tracking(self, name: str, generation: int) -> LogCursor:
+        p = self.placeholder
+        with self._reading() as cur:
+            cur.execute(
+                "SELECT tx, position FROM projection_tracking "
+                f"WHERE name = {p} AND generation = {p}",
+                (name, generation),
+            )
+            row = cur.fetchone()
+        return LOG_START if row is None else LogCursor(int(row[0]), int(row[1]))
+
+    def load(
+        self, projection: str, generation: int, table: Table, keys: Sequence[Key]
+    ) -> list[Row]:
+        name = checked(physical(table.name, generation))
+        out: list[Row] = []
+        for chunk in _chunks(keys, 500):
+            query, params = self._load_query(table, name, chunk)
+            with self._reading() as cur:
+                cur.execute(query, params)
+                rows = cur.fetchall()
+            out.extend(self._row(table, row) for row in rows)
+        return out
+
+    def commit(
+        self,
+        writes: Sequence[tuple[Projection, int, Batch]],
+        moves: Sequence[tuple[Tracking, LogCursor]],
+    ) -> None:
+        p = self.placeholder
+        with self._transaction() as cur:
+            # Tracking first: it takes the write lock at once, and if another runner moved a
+            # position meanwhile, nothing below is written (the transaction rolls back).
+            for old, new in moves:
+                cur.execute(
+                    f"UPDATE projection_tracking SET tx = {p}, position = {p} "
+                    f"WHERE name = {p} AND generation = {p} AND tx = {p} AND position = {p} "
+                    "RETURNING position",
+                    (new.tx, new.position, old.projection, old.generation, old.cursor.tx,
+                     old.cursor.position),
+                )  # fmt: skip
+                if cur.fetchone() is None:
+                    raise ProjectionConflict(old.projection, old.generation)
+            for projection, generation, batch in writes:
+                for table in projection.tables:
+                    changes = batch.changes[table.name]
+                    name = checked(physical(table.name, generation))
+                    if changes.upserts:
+                        cur.executemany(
+                            self._upsert_sql(table, name),
+                            [self._values(table, row) for row in changes.upserts.values()],
+                        )
+                    if changes.inserts:
+                        self._insert_rows(
+                            cur, table, name, [self._values(table, row) for row in changes.inserts]
+                        )
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _upsert_sql(self, table: Table, name: str) -> str:
+        columns = table.column_names
+        p = self.placeholder
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in table.key)
+        return (
+            f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join(p for _ in columns)}) "
+            f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}"
+        )
+
+    def _values(self, table: Table, row: Row) -> list[Any]:
+        return [self._to_db(c.type, row[c.name]) for c in table.columns]
+
+    def _row(self, table: Table, values: Sequence[Any]) -> Row:
+        return {
+            c.name: self._from_db(c.type, v) for c, v in zip(table.columns, values, strict=True)
+        }
+
+    def rows(self, projection: str, table: str, generation: int | None = None) -> list[Row]:
+        """Every row of one generation of a table (the active one unless given), in key order."""
+        spec = next((t for t in self._tables_of(projection) if t.name == table), None)
+        if spec is None:
+            msg = f"projection {projection} has no table {table}"
+            raise ValueError(msg)
+        gen = self.active_generation(projection) if generation is None else generation
+        name = checked(physical(table, gen))
+        with self._reading() as cur:
+            cur.execute(
+                f"SELECT {', '.join(spec.column_names)} FROM {name} ORDER BY {', '.join(spec.key)}"
+            )
+            fetched = cur.fetchall()
+        return [self._row(spec, row) for row in fetched]
+
+    def _tables_of(self, projection: str) -> tuple[Table, ...]:
+        return self._known.get(projection, ())
+
+    def select(
+        self, table: Table, where: str = "", params: Sequence[Any] = (), tail: str = ""
+    ) -> list[Row]:
+        """Rows of the active generation of ``table`` (through its view), for queries."""
+        query = f"SELECT {', '.join(table.column_names)} FROM {checked(table.name)}"
+        if where:
+            query += f" WHERE {where}"
+        if tail:
+            query += f" {tail}"
+        with self._reading() as cur:
+            cur.execute(query, list(params))
+            rows = cur.fetchall()
+        return [self._row(table, row) for row in rows]
+
+
+def _chunks(items: Sequence[Key], size: int) -> Iterator[Sequence[Key]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,194 @@
+"""What a projection is, and the port a backend implements to hold its views.
+
+A projection has a ``name``, the event ``topics`` it reads, the ``tables`` it owns (declared
+once here in Python; each backend turns them into DDL, because view tables are disposable and
+rebuilt from the log, unlike the event log whose schema is hand-written SQL migrations) and one
+small handler per event. Handlers never touch a database: they read and write rows through a
+``Batch``, and the runner writes every changed row of a batch plus each projection's tracking
+position in ONE transaction, so an event is applied exactly once even across crashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from domain.ports import LogCursor, RecordedEvent
+
+ColumnType = Literal["uuid", "text", "int", "float", "bool", "timestamp", "date", "json"]
+Row = dict[str, Any]
+"""A view row: column name -> Python value (UUID, str, int, float, bool, aware datetime,
+datetime.date, or JSON-compatible data for ``json`` columns)."""
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: ColumnType
+    nullable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A view table. ``name`` is the stable name queries use; each generation of a projection
+    stores its rows in ``<name>_g<generation>`` and ``<name>`` is a SQL view over the active one."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        missing = [
+            k for k in (*self.key, *(c for ix in self.indexes for c in ix)) if k not in names
+        ]
+        if missing or len(set(names)) != len(names):
+            msg = f"table {self.name}: bad key/index columns {missing} or duplicate columns"
+            raise ValueError(msg)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def key_of(self, row: Mapping[str, Any]) -> Key:
+        return tuple(row[k] for k in self.key)
+
+
+class Projection(Protocol):
+    """One view-building component. See the module docstring."""
+
+    name: str
+    topics: frozenset[str]
+    tables: tuple[Table, ...]
+
+    def keys(self, event: RecordedEvent) -> Iterable[tuple[str, Key]]:
+        """The (table name, key) rows ``apply`` will read for this event, so the runner can load
+        a whole batch's rows in one query per table. Rows read but not listed still work (they
+        are loaded one by one)."""
+        ...
+
+    def apply(self, batch: Batch, event: RecordedEvent) -> None:
+        """Fold one event into the batch's rows."""
+        ...
+
+
+Loader = Callable[[Table, Sequence[Key]], list[Row]]
+
+
+@dataclass
+class TableChanges:
+    upserts: dict[Key, Row] = field(default_factory=dict)
+    """Rows to insert or replace whole, by key."""
+    inserts: list[Row] = field(default_factory=list)
+    """Rows that are new by construction (append-only tables); never replace anything."""
+
+
+class Batch:
+    """The unit of work a projection's handlers see for a batch of events.
+
+    Reads come from rows already changed in this batch, else from the view (loaded through
+    ``loader``, normally prefetched in bulk). Writes are buffered until the runner commits.
+    """
+
+    def __init__(self, tables: Iterable[Table], loader: Loader) -> None:
+        self._tables = {t.name: t for t in tables}
+        self._loader = loader
+        self._loaded: dict[str, dict[Key, Row | None]] = {name: {} for name in self._tables}
+        self.changes: dict[str, TableChanges] = {name: TableChanges() for name in self._tables}
+
+    def table(self, name: str) -> Table:
+        return self._tables[name]
+
+    def prefetch(self, name: str, keys: Iterable[Key]) -> None:
+        table, loaded = self._tables[name], self._loaded[name]
+        wanted = [k for k in dict.fromkeys(keys) if k not in loaded]
+        if not wanted:
+            return
+        for row in self._loader(table, wanted):
+            loaded[table.key_of(row)] = row
+        for key in wanted:
+            loaded.setdefault(key, None)
+
+    def get(self, name: str, key: Key) -> Row | None:
+        """The current row (a copy you may modify and ``put`` back), or None."""
+        changed = self.changes[name].upserts.get(key)
+        if changed is not None:
+            return dict(changed)
+        if key not in self._loaded[name]:
+            self.prefetch(name, [key])
+        row = self._loaded[name][key]
+        return None if row is None else dict(row)
+
+    def put(self, name: str, row: Row) -> None:
+        """Insert or replace the whole row (all columns)."""
+        table = self._tables[name]
+        self.changes[name].upserts[table.key_of(row)] = row
+
+    def insert(self, name: str, row: Row) -> None:
+        """Add a row to an append-only table (its key must be new)."""
+        self.changes[name].inserts.append(row)
+
+    @property
+    def empty(self) -> bool:
+        return not any(c.upserts or c.inserts for c in self.changes.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """How far one generation of a projection has applied the log."""
+
+    projection: str
+    generation: int
+    cursor: LogCursor
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    name: str
+    generation: int
+    cursor: LogCursor
+    head: LogCursor
+    lag_events: int
+    """Events in the log after this projection's position (what it has still to apply)."""
+    building: int | None = None
+    """Generation being rebuilt, if a rebuild is under way."""
+
+
+class ViewStore(Protocol):
+    """Where projections keep their tables and tracking positions (one per backend)."""
+
+    def ensure(self, projection: Projection) -> int:
+        """Make sure the projection has an active generation with tables; return it."""
+        ...
+
+    def active_generation(self, name: str) -> int: ...
+
+    def start_generation(self, projection: Projection) -> int:
+        """Create empty tables and a tracking row at the log start for a new generation
+        (for a rebuild); the active generation keeps serving queries."""
+        ...
+
+    def activate(self, projection: Projection, generation: int) -> None:
+        """Point the projection's query names at ``generation`` and drop the older tables."""
+        ...
+
+    def tracking(self, name: str, generation: int) -> LogCursor: ...
+
+    def load(
+        self, projection: str, generation: int, table: Table, keys: Sequence[Key]
+    ) -> list[Row]: ...
+
+    def commit(
+        self,
+        writes: Sequence[tuple[Projection, int, Batch]],
+        moves: Sequence[tuple[Tracking, LogCursor]],
+    ) -> None:
+        """Write every batch's changes and move each tracking row from its old cursor to the
+        new one, all in one transaction. Raises ProjectionConflict (and writes nothing) if any
+        tracking row is no longer at its old cursor: another runner got there first."""
+        ...
+
+    def close(self) -> None: ...
