@@ -280,6 +280,11 @@ class SQLViewStore(ABC):
         return [self._row(spec, row) for row in fetched]
 
     def _tables_of(self, projection: str) -> tuple[Table, ...]:
+        if projection not in self._known:
+            from projections import all_projections  # noqa: PLC0415 - avoids an import cycle
+
+            for known in all_projections():
+                self._known.setdefault(known.name, known.tables)
         return self._known.get(projection, ())
 
     def select(
