@@ -98,6 +98,19 @@ class Batch:
         self._loader = loader
         self._loaded: dict[str, dict[Key, Row | None]] = {name: {} for name in self._tables}
         self.changes: dict[str, TableChanges] = {name: TableChanges() for name in self._tables}
+        self.memo: dict[str, Any] = {}
+        """Scratch space a projection may use to keep decoded objects for the whole batch."""
+        self._finishers: list[Callable[[], None]] = []
+
+    def before_commit(self, finisher: Callable[[], None]) -> None:
+        """Run ``finisher`` once, after the last event of the batch and before its commit (for
+        projections that keep objects in ``memo`` and turn them into rows only once)."""
+        self._finishers.append(finisher)
+
+    def finish(self) -> None:
+        finishers, self._finishers = self._finishers, []
+        for finisher in finishers:
+            finisher()
 
     def table(self, name: str) -> Table:
         return self._tables[name]

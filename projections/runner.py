@@ -19,7 +19,17 @@ from typing import Protocol
 
 from domain.errors import ProjectionConflict, ProjectionTimeout, UnknownProjection
 from domain.ports import EventLog
-from projections.base import Batch, Key, Projection, ProjectionStatus, Tracking, ViewStore
+from projections.base import (
+    Batch,
+    Key,
+    Loader,
+    Projection,
+    ProjectionStatus,
+    Row,
+    Table,
+    Tracking,
+    ViewStore,
+)
 
 Progress = Callable[[int], None]
 
@@ -86,10 +96,7 @@ class ProjectionRunner:
             if end <= cursor:
                 continue  # this one is ahead of the batch (it was rebuilt recently)
 
-            def load(table, keys, _p=projection, _g=generation):  # type: ignore[no-untyped-def]
-                return self.store.load(_p.name, _g, table, keys)
-
-            batch = Batch(projection.tables, load)
+            batch = Batch(projection.tables, self._loader(projection.name, generation))
             relevant = [
                 e for e in events if e.cursor > cursor and e.event.topic in projection.topics
             ]
@@ -101,10 +108,17 @@ class ProjectionRunner:
                 batch.prefetch(table_name, keys)
             for recorded in relevant:
                 projection.apply(batch, recorded)
+            batch.finish()
             writes.append((projection, generation, batch))
             moves.append((Tracking(projection.name, generation, cursor), end))
         self.store.commit(writes, moves)
         return len(events)
+
+    def _loader(self, name: str, generation: int) -> Loader:
+        def load(table: Table, keys: Sequence[Key]) -> list[Row]:
+            return self.store.load(name, generation, table, keys)
+
+        return load
 
     def catch_up(
         self, *, progress: Progress | None = None, stop: threading.Event | None = None
@@ -150,22 +164,25 @@ class ProjectionRunner:
 def rebuild(
     log: EventLog,
     store: ViewStore,
-    projection: Projection,
+    projections: Projection | Sequence[Projection],
     *,
     batch_size: int = 5000,
     progress: Progress | None = None,
 ) -> int:
-    """Rebuild one projection from position 0 into a new generation and switch to it when it
-    has caught up. Queries keep reading the old generation until the switch."""
-    generation = store.start_generation(projection)
-    runner = ProjectionRunner(
-        log, store, [projection], batch_size=batch_size, generations={projection.name: generation}
-    )
+    """Rebuild projections from position 0 into new generations (one shared pass over the log
+    when several are given) and switch each to its new generation once caught up. Queries keep
+    reading the old generations until the switch. Returns the number of events read."""
+    chosen = [projections] if not isinstance(projections, Sequence) else list(projections)
+    generations = {p.name: store.start_generation(p) for p in chosen}
+    runner = ProjectionRunner(log, store, chosen, batch_size=batch_size, generations=generations)
     applied = runner.catch_up(progress=progress)
-    store.activate(projection, generation)
-    # Events appended during the switch are applied by whoever runs the live loop; catch up here
-    # too so a rebuild run without a live runner still ends current.
-    applied += ProjectionRunner(log, store, [projection], batch_size=batch_size).catch_up()
+    for projection in chosen:
+        # Apply what arrived since the last read, then switch. Anything appended after this
+        # is applied by the live runner (or the next run) from the new generation's position.
+        applied += ProjectionRunner(
+            log, store, [projection], batch_size=batch_size, generations=generations
+        ).catch_up(progress=progress)
+        store.activate(projection, generations[projection.name])
     return applied
 
 
