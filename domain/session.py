@@ -9,7 +9,7 @@ everywhere: by the store, by audits and, as Python or SQL, by the projections.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -48,9 +48,13 @@ class SessionStatus(StrEnum):
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Session:
-    """Current state of one session: a pure function of its events."""
+    """Current state of one session: a pure function of its events.
+
+    Not slotted on purpose: ``_evolved`` copies the instance dict, which is several times
+    faster than ``dataclasses.replace`` on the hot paths (every append, every projected event).
+    """
 
     session_id: UUID
     tenant_id: str
@@ -136,7 +140,7 @@ def _message_added(s: Session, e: MessageAdded) -> Session:
         open_calls = tuple(call for call in open_calls if call.id != e.tool_call_id)
     elif e.tool_calls:
         open_calls = open_calls + e.tool_calls
-    return replace(
+    return _evolved(
         s,
         version=e.version,
         last_activity_at=e.occurred_at,
@@ -150,7 +154,7 @@ def _message_added(s: Session, e: MessageAdded) -> Session:
 
 
 def _turn_recorded(s: Session, e: TurnRecorded) -> Session:
-    return replace(
+    return _evolved(
         s,
         version=e.version,
         last_activity_at=e.occurred_at,
@@ -166,7 +170,7 @@ def _context_updated(s: Session, e: ContextUpdated) -> Session:
     for key in e.removed:
         context.pop(key, None)
     context.update(e.set)
-    return replace(
+    return _evolved(
         s,
         version=e.version,
         last_activity_at=e.occurred_at,
@@ -175,7 +179,7 @@ def _context_updated(s: Session, e: ContextUpdated) -> Session:
 
 
 def _interrupted(s: Session, e: SessionInterrupted) -> Session:
-    return replace(
+    return _evolved(
         s,
         version=e.version,
         status=SessionStatus.INTERRUPTED,
@@ -187,7 +191,7 @@ def _interrupted(s: Session, e: SessionInterrupted) -> Session:
 
 
 def _resumed(s: Session, e: SessionResumed) -> Session:
-    return replace(
+    return _evolved(
         s,
         version=e.version,
         status=SessionStatus.ACTIVE,
@@ -198,7 +202,7 @@ def _resumed(s: Session, e: SessionResumed) -> Session:
 
 
 def _ended(s: Session, e: SessionEnded) -> Session:
-    return replace(
+    return _evolved(
         s,
         version=e.version,
         status=SessionStatus.ENDED,
@@ -208,6 +212,13 @@ def _ended(s: Session, e: SessionEnded) -> Session:
         end_reason=e.reason,
         open_tool_calls=_without(s.open_tool_calls, e.aborted_tool_calls),
     )
+
+
+def _evolved(s: Session, **changes: Any) -> Session:
+    """A copy of ``s`` with some fields changed (a fast, frozen-safe ``dataclasses.replace``)."""
+    new = object.__new__(Session)
+    object.__setattr__(new, "__dict__", {**s.__dict__, **changes})
+    return new
 
 
 def _without(calls: tuple[ToolCall, ...], ids: tuple[str, ...]) -> tuple[ToolCall, ...]:
