@@ -167,14 +167,15 @@ class MetricsProjection:
 
     The daily row of an event is keyed by the session's tenant and agent, which only
     SessionCreated carries; the session row (created by SessionCreated) holds them for the
-    session's later events.
+    session's later events. Within a batch, rows stay mutable in a working set (``_Rows``) and
+    each changed row is written once, just before the commit.
     """
 
     name: str = "metrics"
     tables: tuple[Table, ...] = (SESSION_METRICS, AGENT_DAILY_METRICS)
 
     def __init__(self) -> None:
-        self._handlers: dict[type[SessionEvent], Callable[[Batch, Any], None]] = {
+        self._handlers: dict[type[SessionEvent], Callable[[_Rows, Any], None]] = {
             SessionCreated: self._created,
             MessageAdded: self._message_added,
             TurnRecorded: self._turn_recorded,
@@ -193,67 +194,99 @@ class MetricsProjection:
 
     def apply(self, batch: Batch, event: RecordedEvent) -> None:
         handler = self._handlers.get(type(event.event))
-        if handler is not None:
-            handler(batch, event.event)
+        if handler is None:
+            return
+        rows: _Rows | None = batch.memo.get(self.name)
+        if rows is None:
+            rows = batch.memo[self.name] = _Rows(batch)
+            batch.before_commit(rows.write)
+        handler(rows, event.event)
 
     # -- handlers ---------------------------------------------------------------------------------
 
-    def _created(self, batch: Batch, e: SessionCreated) -> None:
-        batch.put(SESSION_METRICS.name, new_session_row(e))
-        self._count(batch, e.tenant_id, e.agent_id, e, "sessions_started")
+    def _created(self, rows: _Rows, e: SessionCreated) -> None:
+        rows.add(SESSION_METRICS.name, (e.session_id,), new_session_row(e))
+        self._daily(rows, e.tenant_id, e.agent_id, e)["sessions_started"] += 1
 
-    def _message_added(self, batch: Batch, e: MessageAdded) -> None:
-        self._count(batch, *self._owner(batch, e), e, "messages")
+    def _message_added(self, rows: _Rows, e: MessageAdded) -> None:
+        self._daily(rows, *self._owner(rows, e), e)["messages"] += 1
 
-    def _turn_recorded(self, batch: Batch, e: TurnRecorded) -> None:
-        session = self._session(batch, e)
+    def _turn_recorded(self, rows: _Rows, e: TurnRecorded) -> None:
+        session = self._session(rows, e)
+        rows.changed(SESSION_METRICS.name, (e.session_id,))
         session["requests"] += 1
         session["errors"] += 1 if e.error else 0
         add_turn(session, e)
         first, last = session["first_turn_at"], session["last_turn_at"]
         session["first_turn_at"] = e.occurred_at if first is None else min(first, e.occurred_at)
         session["last_turn_at"] = e.occurred_at if last is None else max(last, e.occurred_at)
-        batch.put(SESSION_METRICS.name, session)
 
-        daily = self._daily(batch, session["tenant_id"], session["agent_id"], e)
+        daily = self._daily(rows, session["tenant_id"], session["agent_id"], e)
         daily["turns"] += 1
         daily["error_turns"] += 1 if e.error else 0
         add_turn(daily, e)
-        histogram = list(daily["latency_histogram"])  # a fresh list: rows are shallow copies
-        histogram[bucket_of(e.duration_ms)] += 1
-        daily["latency_histogram"] = histogram
-        batch.put(AGENT_DAILY_METRICS.name, daily)
+        daily["latency_histogram"][bucket_of(e.duration_ms)] += 1
 
-    def _interrupted(self, batch: Batch, e: SessionInterrupted) -> None:
-        self._count(batch, *self._owner(batch, e), e, "interrupts")
+    def _interrupted(self, rows: _Rows, e: SessionInterrupted) -> None:
+        self._daily(rows, *self._owner(rows, e), e)["interrupts"] += 1
 
-    def _resumed(self, batch: Batch, e: SessionResumed) -> None:
-        self._count(batch, *self._owner(batch, e), e, "resumes")
+    def _resumed(self, rows: _Rows, e: SessionResumed) -> None:
+        self._daily(rows, *self._owner(rows, e), e)["resumes"] += 1
 
-    def _ended(self, batch: Batch, e: SessionEnded) -> None:
-        self._count(batch, *self._owner(batch, e), e, f"sessions_{e.status.value}")
+    def _ended(self, rows: _Rows, e: SessionEnded) -> None:
+        self._daily(rows, *self._owner(rows, e), e)[f"sessions_{e.status.value}"] += 1
 
     # -- rows -------------------------------------------------------------------------------------
 
-    def _session(self, batch: Batch, e: SessionEvent) -> Row:
-        row = batch.get(SESSION_METRICS.name, (e.session_id,))
+    def _session(self, rows: _Rows, e: SessionEvent) -> Row:
+        row = rows.get(SESSION_METRICS.name, (e.session_id,))
         if row is None:
             msg = f"metrics: {e.topic} v{e.version} of session {e.session_id} before its creation"
             raise ValueError(msg)
         return row
 
-    def _owner(self, batch: Batch, e: SessionEvent) -> tuple[str, str]:
-        session = self._session(batch, e)
+    def _owner(self, rows: _Rows, e: SessionEvent) -> tuple[str, str]:
+        session = self._session(rows, e)
         return session["tenant_id"], session["agent_id"]
 
-    def _daily(self, batch: Batch, tenant_id: str, agent_id: str, e: SessionEvent) -> Row:
-        day = day_of(e.occurred_at)
-        row = batch.get(AGENT_DAILY_METRICS.name, (tenant_id, agent_id, day))
-        return new_daily_row(tenant_id, agent_id, day) if row is None else row
+    def _daily(self, rows: _Rows, tenant_id: str, agent_id: str, e: SessionEvent) -> Row:
+        """The daily row the event counts in, marked changed (the caller changes it)."""
+        key = (tenant_id, agent_id, day_of(e.occurred_at))
+        row = rows.get(AGENT_DAILY_METRICS.name, key)
+        if row is None:
+            row = rows.add(AGENT_DAILY_METRICS.name, key, new_daily_row(*key))
+        rows.changed(AGENT_DAILY_METRICS.name, key)
+        return row
 
-    def _count(
-        self, batch: Batch, tenant_id: str, agent_id: str, e: SessionEvent, column: str
-    ) -> None:
-        daily = self._daily(batch, tenant_id, agent_id, e)
-        daily[column] += 1
-        batch.put(AGENT_DAILY_METRICS.name, daily)
+
+class _Rows:
+    """The rows a batch reads and changes, kept as mutable dicts until ``write`` puts each
+    changed one into the batch (once, however many events changed it)."""
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._rows: dict[tuple[str, Key], Row] = {}
+        self._changed: dict[tuple[str, Key], None] = {}  # insertion-ordered set
+
+    def get(self, table: str, key: Key) -> Row | None:
+        row = self._rows.get((table, key))
+        if row is None:
+            row = self._batch.get(table, key)
+            if row is None:
+                return None
+            if "latency_histogram" in row:  # the batch copies rows shallowly; own the list
+                row["latency_histogram"] = list(row["latency_histogram"])
+            self._rows[(table, key)] = row
+        return row
+
+    def add(self, table: str, key: Key, row: Row) -> Row:
+        self._rows[(table, key)] = row
+        self._changed[(table, key)] = None
+        return row
+
+    def changed(self, table: str, key: Key) -> None:
+        self._changed[(table, key)] = None
+
+    def write(self) -> None:
+        for table, key in self._changed:
+            self._batch.put(table, self._rows[(table, key)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
+from uuid import UUID
 
 from domain.ports import RecordedEvent
 from domain.session import Session, SessionStatus, evolve
@@ -97,7 +98,11 @@ def row_to_state(row: Mapping[str, Any]) -> Session:
 
 
 class SessionStateProjection:
-    """Every event of a session goes through ``evolve``; the row is the resulting state."""
+    """Every event of a session goes through ``evolve``; the row is the resulting state.
+
+    Within a batch the states stay decoded (in ``batch.memo``) and each changed session becomes
+    a row once, just before the commit, however many of its events the batch holds.
+    """
 
     name: str = "session_state"
     topics: frozenset[str] = frozenset(event_type.topic for event_type in EVENT_TYPES)
@@ -107,11 +112,24 @@ class SessionStateProjection:
         return [(SESSION_STATE.name, (event.event.session_id,))]
 
     def apply(self, batch: Batch, event: RecordedEvent) -> None:
-        row = batch.get(SESSION_STATE.name, (event.event.session_id,))
-        state = None if row is None else row_to_state(row)
+        states: dict[UUID, tuple[Session, int]] | None = batch.memo.get(self.name)
+        if states is None:
+            states = batch.memo[self.name] = {}
+            batch.before_commit(lambda: _write(batch, states))
+        sid = event.event.session_id
+        if sid in states:
+            state: Session | None = states[sid][0]
+        else:
+            row = batch.get(SESSION_STATE.name, (sid,))
+            state = None if row is None else row_to_state(row)
         # evolve refuses an event that does not follow the stored version, so a view that
         # missed or repeated an event fails loudly instead of drifting.
-        batch.put(SESSION_STATE.name, state_to_row(evolve(state, event.event), event.position))
+        states[sid] = (evolve(state, event.event), event.position)
+
+
+def _write(batch: Batch, states: Mapping[UUID, tuple[Session, int]]) -> None:
+    for state, position in states.values():
+        batch.put(SESSION_STATE.name, state_to_row(state, position))
 
 
 def _json(value: Mapping[str, Any]) -> dict[str, Any]:
