@@ -97,9 +97,9 @@ class ProjectionRunner:
                 continue  # this one is ahead of the batch (it was rebuilt recently)
 
             batch = Batch(projection.tables, self._loader(projection.name, generation))
-            relevant = [
-                e for e in events if e.cursor > cursor and e.event.topic in projection.topics
-            ]
+            topics = projection.topics
+            pending = events if cursor == start else [e for e in events if e.cursor > cursor]
+            relevant = [e for e in pending if e.event.topic in topics]
             wanted: dict[str, list[Key]] = defaultdict(list)
             for recorded in relevant:
                 for table_name, key in projection.keys(recorded):
