@@ -54,6 +54,10 @@ class MemoryViewStore:
 
     # -- rows and tracking ------------------------------------------------------------------------
 
+    def positions(self, names: Sequence[str]) -> dict[str, tuple[int, LogCursor]]:
+        with self._lock:
+            return {n: (self._active[n], self._tracking[(n, self._active[n])]) for n in names}
+
     def tracking(self, name: str, generation: int) -> LogCursor:
         with self._lock:
             return self._tracking[(name, generation)]

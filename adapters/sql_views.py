@@ -188,6 +188,23 @@ class SQLViewStore(ABC):
             if old != generation:
                 self._drop_generation(cur, projection, old)
 
+    def positions(self, names: Sequence[str]) -> dict[str, tuple[int, LogCursor]]:
+        marks = ", ".join(self.placeholder for _ in names)
+        with self._reading() as cur:
+            cur.execute(
+                "SELECT p.name, p.active_generation, t.tx, t.position FROM projections p "
+                "JOIN projection_tracking t "
+                "ON t.name = p.name AND t.generation = p.active_generation "
+                f"WHERE p.name IN ({marks})",
+                list(names),
+            )
+            rows = cur.fetchall()
+        found = {row[0]: (int(row[1]), LogCursor(int(row[2]), int(row[3]))) for row in rows}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise UnknownProjection(missing[0], sorted(found))
+        return found
+
     def tracking(self, name: str, generation: int) -> LogCursor:
         p = self.placeholder
         with self._reading() as cur:

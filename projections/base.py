@@ -190,6 +190,10 @@ class ViewStore(Protocol):
 
     def tracking(self, name: str, generation: int) -> LogCursor: ...
 
+    def positions(self, names: Sequence[str]) -> dict[str, tuple[int, LogCursor]]:
+        """Each named projection's active generation and its tracking cursor, in one read."""
+        ...
+
     def load(
         self, projection: str, generation: int, table: Table, keys: Sequence[Key]
     ) -> list[Row]: ...

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from domain.errors import ProjectionConflict, ProjectionTimeout, UnknownProjection
-from domain.ports import EventLog
+from domain.ports import EventLog, LogCursor
 from projections.base import (
     Batch,
     Key,
@@ -80,10 +80,7 @@ class ProjectionRunner:
 
     def step(self) -> int:
         """Apply one batch of events to every projection; return how many events were read."""
-        generations = {p.name: self._generation(p) for p in self.projections}
-        cursors = {
-            p.name: self.store.tracking(p.name, generations[p.name]) for p in self.projections
-        }
+        generations, cursors = self._positions()
         start = min(cursors.values())
         events = self.log.read_log(start, limit=self.batch_size)
         if not events:
@@ -113,6 +110,17 @@ class ProjectionRunner:
             moves.append((Tracking(projection.name, generation, cursor), end))
         self.store.commit(writes, moves)
         return len(events)
+
+    def _positions(self) -> tuple[dict[str, int], dict[str, LogCursor]]:
+        """Generation and cursor of each projection: one query unless generations are pinned."""
+        if self._pinned:
+            generations = {p.name: self._generation(p) for p in self.projections}
+            return generations, {
+                name: self.store.tracking(name, generation)
+                for name, generation in generations.items()
+            }
+        found = self.store.positions([p.name for p in self.projections])
+        return {n: g for n, (g, _) in found.items()}, {n: c for n, (_, c) in found.items()}
 
     def _loader(self, name: str, generation: int) -> Loader:
         def load(table: Table, keys: Sequence[Key]) -> list[Row]:
