@@ -9,6 +9,7 @@ from adapters.settings import Settings, load_settings
 from domain.ports import EventLog
 from domain.store import SessionStore
 from projections.base import ViewStore
+from projections.queries import SessionQueries
 from projections.runner import TimerWaiter, Waiter
 
 
@@ -82,3 +83,28 @@ def open_waiter(settings: Settings, stop: threading.Event) -> Waiter:
 
         return PostgresWaiter(settings, stop)
     return TimerWaiter(stop)
+
+
+def open_queries(
+    settings: Settings, views: ViewStore, log: EventLog | None = None
+) -> SessionQueries:
+    """Queries over ``views`` (from ``open_views``; the caller closes it). ``log`` serves the
+    read-your-writes waits; without one, a log is opened here and closed with the queries."""
+    if settings.backend == "memory":
+        from adapters.memory_queries import MemoryQueries
+        from adapters.memory_views import MemoryViewStore
+
+        if not isinstance(views, MemoryViewStore):
+            msg = f"memory:// queries need a MemoryViewStore, not {type(views).__name__}"
+            raise TypeError(msg)
+        # memory:// shares nothing between opens: queries only see the log they are given.
+        return MemoryQueries(views, log if log is not None else open_log(settings))
+    from adapters.sql_queries import SQLQueries
+    from adapters.sql_views import SQLViewStore
+
+    if not isinstance(views, SQLViewStore):
+        msg = f"{settings.backend} queries need a SQL view store, not {type(views).__name__}"
+        raise TypeError(msg)
+    if log is not None:
+        return SQLQueries(views, log)
+    return SQLQueries(views, open_log(settings), owns_log=True)

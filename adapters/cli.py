@@ -2,34 +2,57 @@
 
 Every command reads its settings when it runs (nothing connects at import time). Errors that
 sessionstore raises on purpose end the command with one red line on stderr and an exit code:
-1 for a bad request (unknown session, malformed id, ...), 2 for invalid settings (typer uses 2
-for command-line usage errors too), 3 when the database fails or its schema is not ready.
+1 for a bad request (unknown session, malformed id, unknown projection, ...), 2 for invalid
+settings (typer uses 2 for command-line usage errors too), 3 when the database fails or its
+schema is not ready, or a view did not catch up within a read-your-writes wait (the request was
+fine; the service side is behind, so a retry later may succeed).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import re
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
-from datetime import UTC, datetime
+from dataclasses import asdict, fields
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic_core import to_jsonable_python
 from rich import box
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from adapters.bootstrap import build_store, migrate
+from adapters.bootstrap import (
+    build_store,
+    migrate,
+    open_log,
+    open_queries,
+    open_views,
+    open_waiter,
+)
 from adapters.demo import DEFAULT_SESSIONS, MAX_SESSIONS, DemoSummary, run_demo
 from adapters.settings import Settings, SettingsError, load_settings
-from domain.errors import SessionStoreError, StorageError
-from domain.ports import RecordedEvent
+from domain.errors import ProjectionTimeout, SessionStoreError, StorageError
+from domain.ports import LOG_START, EventLog, RecordedEvent
 from domain.session import Session, SessionStatus
-from domain.store import SessionStore
+from domain.store import SessionStore, utc_now
 from events.catalogue import (
     ContextUpdated,
     EndStatus,
@@ -42,13 +65,30 @@ from events.catalogue import (
     TurnRecorded,
 )
 from events.codec import CodecError
+from projections import all_projections
+from projections.base import Projection, ProjectionStatus, ViewStore
+from projections.expiry import ExpiryReport, expire_idle_sessions
+from projections.queries import (
+    MAX_PAGE_SIZE,
+    AgentMetrics,
+    CleanupCandidate,
+    CleanupCandidates,
+    SessionMetrics,
+    SessionPage,
+    SessionQueries,
+    StageTimes,
+    TranscriptEntry,
+)
+from projections.runner import ProjectionRunner, rebuild, select
+from projections.tables import SESSION_CLEANUP
 
 EXIT_REQUEST = 1
 """The request was wrong: unknown session, malformed id or input, invalid transition."""
 EXIT_SETTINGS = 2
 """A SESSIONSTORE_* variable is invalid (typer exits with 2 on usage errors as well)."""
 EXIT_STORAGE = 3
-"""The database failed, cannot be reached, has no (current) schema, or holds an unreadable row."""
+"""The database failed, cannot be reached, has no (current) schema, or holds an unreadable row;
+or a view did not reach a position within a read-your-writes wait (ProjectionTimeout)."""
 
 app = typer.Typer(
     name="sessionstore",
@@ -57,16 +97,43 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals could hold the database password
 )
 session_app = typer.Typer(
-    help="Read one session: its current state or its event history.", no_args_is_help=True
+    help="Read one session: its current state, its event history or its messages.",
+    no_args_is_help=True,
+)
+sessions_app = typer.Typer(help="Find sessions in the session state view.", no_args_is_help=True)
+metrics_app = typer.Typer(
+    help="Turn metrics from the metrics view: per session, per agent.", no_args_is_help=True
+)
+projections_app = typer.Typer(
+    help="The views queries read: their status and lag, run them, rebuild them.",
+    no_args_is_help=True,
 )
 db_app = typer.Typer(help="Database schema: apply the versioned migrations.", no_args_is_help=True)
 app.add_typer(session_app, name="session")
+app.add_typer(sessions_app, name="sessions")
+app.add_typer(metrics_app, name="metrics")
+app.add_typer(projections_app, name="projections")
 app.add_typer(db_app, name="db")
 
 SessionIdArg = Annotated[str, typer.Argument(help="The session's id (a UUID).", show_default=False)]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
 ]
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="Only this tenant's rows.", show_default=False)
+]
+
+
+class StatusChoice(StrEnum):
+    """What ``sessions list --status`` accepts: a session status or an end status."""
+
+    ACTIVE = "active"
+    INTERRUPTED = "interrupted"
+    ENDED = "ended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    ABANDONED = "abandoned"
 
 
 def main() -> None:
@@ -163,6 +230,257 @@ def session_events(
         _console().print(events_table(history, title=f"Session {session_id}"))
 
 
+@session_app.command("messages")
+def session_messages(
+    session_id: SessionIdArg,
+    last: Annotated[
+        int | None,
+        typer.Option(
+            "--last", min=1, max=10_000, help="Only the last N messages.", show_default=False
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a session's transcript (from the transcript view), oldest first."""
+    with _reported_errors(), _queries() as queries:
+        entries = (
+            queries.transcript(session_id)
+            if last is None
+            else queries.last_messages(session_id, last)
+        )
+    if as_json:
+        _print_json([_dataclass_json(entry) for entry in entries])
+        return
+    what = "messages" if last is None else f"last {len(entries)} messages"
+    _console().print(transcript_table(entries, title=f"Session {session_id}: {what}"))
+
+
+@sessions_app.command("list")
+def sessions_list(
+    *,
+    status: Annotated[
+        StatusChoice | None,
+        typer.Option(
+            "--status",
+            help="A status (active, interrupted, ended) or an end status.",
+            show_default=False,
+        ),
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's sessions.", show_default=False)
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="Only this agent's sessions.", show_default=False),
+    ] = None,
+    idle_for: Annotated[
+        timedelta | None,
+        typer.Option(
+            "--idle-for",
+            parser=parse_duration,
+            metavar="DURATION",
+            help="Only sessions without activity for at least this long: 90s, 30m, 2h, 1d, 1h30m.",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=MAX_PAGE_SIZE, help="Sessions per page.")
+    ] = 50,
+    cursor: Annotated[
+        str | None,
+        typer.Option("--cursor", help="Where the previous page ended.", show_default=False),
+    ] = None,
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List sessions, oldest first, a page at a time (from the session state view)."""
+    with _reported_errors(), _queries() as queries:
+        page = queries.list_sessions(
+            tenant_id=tenant,
+            status=None if status is None else status.value,
+            user_id=user,
+            agent_id=agent,
+            idle_for=idle_for,
+            limit=limit,
+            cursor=cursor,
+        )
+    if as_json:
+        _print_json(
+            {
+                "items": [_dataclass_json(item) for item in page.items],
+                "next_cursor": page.next_cursor,
+            }
+        )
+        return
+    out = _console()
+    out.print(session_list_table(page, width=out.width))
+    if page.next_cursor is not None:
+        out.print(f"more: add --cursor {page.next_cursor}", soft_wrap=True)
+
+
+@metrics_app.command("session")
+def metrics_session(session_id: SessionIdArg, as_json: JsonOption = False) -> None:
+    """Show one session's turn metrics: requests, errors, times per stage, tokens."""
+    with _reported_errors(), _queries() as queries:
+        metrics = queries.session_metrics(session_id)
+    if as_json:
+        _print_json(_dataclass_json(metrics))
+    else:
+        _console().print(session_metrics_table(metrics))
+
+
+@metrics_app.command("agent")
+def metrics_agent(
+    agent_id: Annotated[str, typer.Argument(help="The agent's id.", show_default=False)],
+    from_day: Annotated[
+        date | None,
+        typer.Option(
+            "--from",
+            parser=parse_day,
+            metavar="DATE",
+            help="First UTC day (YYYY-MM-DD), included. Default: the first day recorded.",
+            show_default=False,
+        ),
+    ] = None,
+    to_day: Annotated[
+        date | None,
+        typer.Option(
+            "--to",
+            parser=parse_day,
+            metavar="DATE",
+            help="Last UTC day (YYYY-MM-DD), included. Default: the last day recorded.",
+            show_default=False,
+        ),
+    ] = None,
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an agent's metrics summed over a range of UTC days (all tenants unless --tenant)."""
+    with _reported_errors(), _queries() as queries:
+        metrics = queries.agent_metrics(
+            agent_id, tenant_id=tenant, from_day=from_day, to_day=to_day
+        )
+    if as_json:
+        _print_json(_dataclass_json(metrics))
+    else:
+        _console().print(agent_metrics_table(metrics))
+
+
+@app.command()
+def cleanup(
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only list the candidates; change nothing."),
+    ] = False,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            min=1,
+            max=100_000,
+            help="At most this many sessions handled (and listed, per kind of candidate).",
+        ),
+    ] = 1000,
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Expire sessions idle beyond their policy or past their TTL (a SessionEnded event each).
+
+    Reads the cleanup view as it is (run `sessionstore projections run` to keep it current) and
+    ends each due session with status expired, only if it is still at the version the view saw.
+    Safe to run again and from several processes at once. Sessions past their retention are
+    listed, not erased.
+    """
+    out = _console()
+    with _reported_errors(), _opened() as (settings, log, views):
+        lag = _cleanup_view_status(log, views)
+        queries = open_queries(settings, views, log)
+        now = utc_now()
+        if dry_run:
+            candidates = queries.cleanup_candidates(now=now, tenant_id=tenant, limit=limit)
+            report = None
+        else:
+            store = SessionStore(log, limits=settings.limits, cache_size=settings.cache_size)
+            report = expire_idle_sessions(store, queries, now=now, limit=limit, tenant_id=tenant)
+    if as_json:
+        status = _status_json(lag)
+        if report is None:
+            _print_json({"view": status, "dry_run": True, **_candidates_json(candidates)})
+        else:
+            _print_json({"view": status, "dry_run": False, **_report_json(report)})
+        return
+    out.print(_lag_line(lag), soft_wrap=True)
+    if report is None:
+        render_candidates(out, candidates)
+        out.print("dry run: nothing was changed", soft_wrap=True)
+    else:
+        render_expiry(out, report)
+
+
+@projections_app.command("status")
+def projections_status(as_json: JsonOption = False) -> None:
+    """Show each view's generation, log position, the log head and the lag (events to apply)."""
+    with _reported_errors(), _opened() as (_settings, log, views):
+        statuses = ProjectionRunner(log, views, all_projections()).status()
+    if as_json:
+        _print_json([_status_json(s) for s in statuses])
+    else:
+        _console().print(status_table(statuses))
+
+
+@projections_app.command("run")
+def projections_run(
+    once: Annotated[bool, typer.Option("--once", help="Catch up with the log, then exit.")] = False,
+) -> None:
+    """Apply the log to every view: catch up, then keep applying new events until Ctrl-C."""
+    out = _console()
+    stop = threading.Event()
+    with _reported_errors(), _opened() as (settings, log, views), _stopped_by_signals(stop):
+        runner = ProjectionRunner(log, views, all_projections())
+        behind = log.count_after(min(s.cursor for s in runner.status()))
+        with _progress_bar(out) as bar:
+            task = bar.add_task("catching up", total=behind)
+            applied = runner.catch_up(progress=partial(bar.advance, task), stop=stop)
+        done = "stopped" if stop.is_set() else "caught up"
+        out.print(f"{done}: {applied} events read; {_positions(runner)}", soft_wrap=True)
+        if once or stop.is_set():
+            return
+        waiter = open_waiter(settings, stop)
+        try:
+            out.print("applying new events as they arrive (Ctrl-C to stop)", soft_wrap=True)
+            runner.run(stop, waiter)
+        finally:
+            waiter.close()
+        out.print(f"stopped: {_positions(runner)}", soft_wrap=True)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="The projection to rebuild (default: all).", show_default=False),
+    ] = None,
+) -> None:
+    """Rebuild views from position 0 into fresh tables; switch over when caught up.
+
+    Queries keep reading the current tables until the switch, so they answer throughout.
+    """
+    out = _console()
+    with _reported_errors(), _opened() as (_settings, log, views):
+        chosen = select(all_projections(), [name] if name else [])
+        names = ", ".join(p.name for p in chosen)
+        with _progress_bar(out) as bar:
+            # One pass over the log feeds every chosen projection's new generation.
+            task = bar.add_task(f"rebuilding {names}", total=log.count_after(LOG_START))
+            applied = rebuild(log, views, chosen, progress=partial(bar.advance, task))
+        for projection in chosen:
+            out.print(
+                f"rebuilt {projection.name}: generation {views.active_generation(projection.name)}",
+                soft_wrap=True,
+            )
+        out.print(f"{applied} events read; {_positions_of(log, views, chosen)}", soft_wrap=True)
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending schema migrations (safe to run again: then it says it is up to date)."""
@@ -197,6 +515,56 @@ def _store() -> Iterator[SessionStore]:
 
 
 @contextmanager
+def _opened() -> Iterator[tuple[Settings, EventLog, ViewStore]]:
+    """The settings, the event log and the view store, closed afterwards."""
+    settings = load_settings()
+    log = open_log(settings)
+    try:
+        views = open_views(settings)
+        try:
+            if settings.backend == "memory":  # no migration made its views: make them now
+                for projection in all_projections():
+                    views.ensure(projection)
+            yield settings, log, views
+        finally:
+            views.close()
+    finally:
+        log.close()
+
+
+@contextmanager
+def _queries() -> Iterator[SessionQueries]:
+    with _opened() as (settings, log, views):
+        yield open_queries(settings, views, log)
+
+
+@contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM set ``stop``: the runner finishes its batch and returns."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _progress_bar(out: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=out,
+    )
+
+
+@contextmanager
 def _reported_errors() -> Iterator[None]:
     """Expected errors become one red line on stderr and an exit code, never a traceback."""
     try:
@@ -205,6 +573,8 @@ def _reported_errors() -> Iterator[None]:
         _fail(str(e), EXIT_SETTINGS)
     except (StorageError, CodecError) as e:
         _fail(str(e), EXIT_STORAGE)
+    except ProjectionTimeout as e:
+        _fail(e.message, EXIT_STORAGE)
     except SessionStoreError as e:
         _fail(e.message, EXIT_REQUEST)
 
@@ -443,6 +813,330 @@ def _aborted(call_ids: tuple[str, ...]) -> str:
     return f"; aborted tool calls {', '.join(call_ids)}" if call_ids else ""
 
 
+def status_table(statuses: Sequence[ProjectionStatus]) -> Table:
+    table = Table(title="Projections", title_justify="left", box=box.SIMPLE_HEAD)
+    for header in ("projection", "generation", "position", "head", "lag"):
+        table.add_column(header, justify="left" if header == "projection" else "right")
+    for s in statuses:
+        lag = Text(str(s.lag_events), style="green" if s.lag_events == 0 else "yellow")
+        table.add_row(s.name, str(s.generation), str(s.cursor.position), str(s.head.position), lag)
+    return table
+
+
+def _positions(runner: ProjectionRunner) -> str:
+    statuses = runner.status()
+    head = statuses[0].head.position if statuses else 0
+    positions = {s.cursor.position for s in statuses}
+    if len(statuses) == 1:
+        return f"at position {statuses[0].cursor.position} (log head {head})"
+    if len(positions) == 1:
+        return f"every view at position {positions.pop()} (log head {head})"
+    listed = ", ".join(f"{s.name} at {s.cursor.position}" for s in statuses)
+    return f"{listed} (log head {head})"
+
+
+def _positions_of(log: EventLog, views: ViewStore, projections: Sequence[Projection]) -> str:
+    return _positions(ProjectionRunner(log, views, projections))
+
+
+def _cleanup_view_status(log: EventLog, views: ViewStore) -> ProjectionStatus:
+    projection = next(p for p in all_projections() if SESSION_CLEANUP in p.tables)
+    return ProjectionRunner(log, views, [projection]).status()[0]
+
+
+def _lag_line(status: ProjectionStatus) -> str:
+    where = (
+        f"{status.name} view at position {status.cursor.position}, log head {status.head.position}"
+    )
+    if status.lag_events == 0:
+        return f"{where}: up to date"
+    return (
+        f"{where}: {status.lag_events} events behind; sessions they touch are judged as of the "
+        "view (run `sessionstore projections run` to catch up)"
+    )
+
+
+def _status_json(s: ProjectionStatus) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "generation": s.generation,
+        "position": s.cursor.position,
+        "tx": s.cursor.tx,
+        "head": s.head.position,
+        "lag": s.lag_events,
+    }
+
+
+def session_list_table(page: SessionPage, *, width: int) -> Table:
+    """Full ids always (the other commands need them); narrower terminals leave out the
+    tenant, user and creation time (160 columns show everything), then the agent (120)."""
+    table = Table(
+        title=f"Sessions ({len(page.items)}{' and more' if page.next_cursor else ''})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+    )
+    headers = ["session", "tenant", "agent", "user", "status", "created", "last activity"]
+    if width < 160:
+        headers = [h for h in headers if h not in {"tenant", "user", "created"}]
+    if width < 120:
+        headers.remove("agent")
+    for header in headers:
+        title = f"{header} (UTC)" if header == "created" else header
+        table.add_column(title, no_wrap=True, overflow="ellipsis")
+    table.add_column("ver", justify="right", no_wrap=True)
+    table.add_column("msgs", justify="right", no_wrap=True)
+    for s in page.items:
+        if s.end_status is not None:
+            status = Text(s.end_status.value, style=_STATUS_STYLE.get(s.end_status, ""))
+        else:
+            style = "cyan" if s.status is SessionStatus.ACTIVE else "yellow"
+            status = Text(s.status.value, style=style)
+        values: dict[str, str | Text] = {
+            "session": str(s.session_id),
+            "tenant": s.tenant_id,
+            "agent": s.agent_id,
+            "user": s.user_id,
+            "status": status,
+            "created": _seconds(s.created_at),
+            "last activity": _seconds(s.last_activity_at),
+        }
+        table.add_row(*(values[h] for h in headers), str(s.version), str(s.message_count))
+    return table
+
+
+def transcript_table(entries: Sequence[TranscriptEntry], *, title: str) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("ver", justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("role", no_wrap=True)
+    table.add_column("message", overflow="fold")
+    for entry in entries:
+        table.add_row(
+            str(entry.version) if entry.seq == 0 else f"{entry.version}.{entry.seq}",
+            _time(entry.occurred_at, date=True),
+            entry.role.value,
+            Text(_entry_text(entry)),
+        )
+    return table
+
+
+def _entry_text(entry: TranscriptEntry) -> str:
+    if entry.tool_calls:
+        text = "calls " + ", ".join(
+            f"{call['name']}({_arguments(call['arguments'])}) [{call['id']}]"
+            for call in entry.tool_calls
+        )
+        return f"{entry.content} {text}" if entry.content else text
+    if entry.tool_call_id is not None:
+        return f"[{entry.tool_call_id}] {entry.content}"
+    return entry.content
+
+
+def _arguments(arguments: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_compact(v)}" for k, v in arguments.items())
+
+
+def _key_values(title: str, rows: Sequence[tuple[str, str]]) -> Table:
+    table = Table(
+        title=title,
+        title_justify="left",
+        show_header=False,
+        box=box.SIMPLE,
+        min_width=len(title),  # so the title (with a full id) stays on one line
+    )
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in rows:
+        table.add_row(name, Text(value))
+    return table
+
+
+def session_metrics_table(m: SessionMetrics) -> Table:
+    return _key_values(
+        f"Metrics of session {m.session_id}",
+        [
+            ("tenant", m.tenant_id),
+            ("agent", m.agent_id),
+            ("requests", str(m.requests)),
+            ("errors", f"{m.errors}{_rate(m.error_rate, 'requests')}"),
+            ("mean time", _ms(m.mean_ms)),
+            ("stages (mean)", _stages(m.stages)),
+            ("tokens", f"{m.input_tokens} in, {m.output_tokens} out"),
+            ("first turn", _time(m.first_turn_at, date=True) if m.first_turn_at else "-"),
+            ("last turn", _time(m.last_turn_at, date=True) if m.last_turn_at else "-"),
+        ],
+    )
+
+
+def agent_metrics_table(m: AgentMetrics) -> Table:
+    days = f"{m.from_day or 'first day'} to {m.to_day or 'last day'} (UTC)"
+    sessions = ", ".join(
+        f"{n} {status}"
+        for status, n in (
+            ("started", m.sessions_started),
+            ("completed", m.sessions_completed),
+            ("failed", m.sessions_failed),
+            ("expired", m.sessions_expired),
+            ("abandoned", m.sessions_abandoned),
+        )
+    )
+    return _key_values(
+        f"Metrics of agent {m.agent_id}",
+        [
+            ("tenant", m.tenant_id or "all"),
+            ("days", f"{days}; {m.days} with activity"),
+            ("sessions", sessions),
+            ("messages", str(m.messages)),
+            ("turns", str(m.turns)),
+            ("errors", f"{m.error_turns}{_rate(m.error_rate, 'turns')}"),
+            ("interrupts", str(m.interrupts)),
+            ("resumes", f"{m.resumes}{_rate(m.resume_rate, 'interrupts')}"),
+            ("latency", f"p50 {_ms(m.p50_ms)}, p95 {_ms(m.p95_ms)}, p99 {_ms(m.p99_ms)}"),
+            ("mean time", _ms(m.mean_ms)),
+            ("stages (mean)", _stages(m.stages)),
+            ("tokens", f"{m.input_tokens} in, {m.output_tokens} out"),
+        ],
+    )
+
+
+def _rate(rate: float | None, of: str) -> str:
+    return "" if rate is None else f" ({rate:.1%} of {of})"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _stages(stages: StageTimes) -> str:
+    parts = [
+        f"{name} {_ms(value)}"
+        for name, value in (
+            ("stt", stages.stt_ms),
+            ("llm", stages.llm_ms),
+            ("tts", stages.tts_ms),
+            ("tool", stages.tool_ms),
+        )
+        if value is not None
+    ]
+    return ", ".join(parts) or "-"
+
+
+def candidates_table(title: str, candidates: Sequence[CleanupCandidate], deadline: str) -> Table:
+    table = Table(
+        title=f"{title} ({len(candidates)})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+    )
+    table.add_column("session", no_wrap=True)
+    table.add_column("tenant", no_wrap=True, overflow="ellipsis")
+    table.add_column("status", no_wrap=True)
+    table.add_column("ver", no_wrap=True, justify="right")
+    table.add_column("last activity", no_wrap=True)
+    table.add_column("due since (UTC)", no_wrap=True)
+    for c in candidates:
+        due: datetime | None = getattr(c, deadline)
+        table.add_row(
+            str(c.session_id),
+            c.tenant_id,
+            c.status.value,
+            str(c.version),
+            _seconds(c.last_activity_at),
+            _seconds(due) if due else "-",
+        )
+    return table
+
+
+def render_candidates(out: Console, candidates: CleanupCandidates) -> None:
+    for title, found, deadline in (
+        ("Idle beyond their policy", candidates.idle, "idle_deadline"),
+        ("Past their TTL", candidates.expirable, "expires_at"),
+        ("Ended, past retention", candidates.past_retention, "retention_until"),
+    ):
+        if found:
+            out.print(candidates_table(title, found, deadline))
+        else:
+            out.print(f"{title}: none", soft_wrap=True)
+
+
+def render_expiry(out: Console, report: ExpiryReport) -> None:
+    if report.results:
+        table = Table(
+            title="Cleanup", title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True
+        )
+        headers = ["session", "tenant", "ver", "reason", "outcome"]
+        for header in headers:
+            table.add_column(header, no_wrap=True, justify="right" if header == "ver" else "left")
+        details = any(r.detail for r in report.results)
+        if details:
+            table.add_column("detail", overflow="fold")
+        for r in report.results:
+            row = [str(r.session_id), r.tenant_id, str(r.version), r.reason, r.outcome]
+            table.add_row(*row, *([r.detail] if details else []))
+        out.print(table)
+    out.print(
+        f"expired {report.expired} sessions; {report.already_done} already expired by another "
+        f"run; {report.skipped} skipped (changed since the view was read)",
+        soft_wrap=True,
+    )
+    if report.past_retention:
+        out.print(
+            f"{len(report.past_retention)} ended sessions are past their retention "
+            "(listed by `cleanup --dry-run`; erasure is not available yet)",
+            soft_wrap=True,
+        )
+
+
+def _candidates_json(candidates: CleanupCandidates) -> dict[str, Any]:
+    return {
+        "now": _jsonable(candidates.now),
+        "idle": [_dataclass_json(c) for c in candidates.idle],
+        "expirable": [_dataclass_json(c) for c in candidates.expirable],
+        "past_retention": [_dataclass_json(c) for c in candidates.past_retention],
+    }
+
+
+def _report_json(report: ExpiryReport) -> dict[str, Any]:
+    return {
+        "now": _jsonable(report.now),
+        "expired": report.expired,
+        "already_done": report.already_done,
+        "skipped": report.skipped,
+        "results": [_dataclass_json(r) for r in report.results],
+        "past_retention": [_dataclass_json(c) for c in report.past_retention],
+    }
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d``, ``1h30m``: days, hours, minutes, seconds in that order."""
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None:
+        msg = f"{text!r} is not a duration like 90s, 30m, 2h, 1d or 1h30m"
+        raise typer.BadParameter(msg)
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"{text!r} is not a date like 2026-01-31"
+        raise typer.BadParameter(msg) from None
+
+
+def _print_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _dataclass_json(value: Any) -> dict[str, Any]:
+    return {k: _jsonable(v) for k, v in asdict(value).items()}
+
+
 def session_json(s: Session) -> dict[str, Any]:
     return {f.name: _jsonable(getattr(s, f.name)) for f in fields(s)}
 
@@ -475,6 +1169,10 @@ def _one_line(text: str, *, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
+
+
+def _seconds(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _time(value: datetime, *, date: bool = False) -> str:
