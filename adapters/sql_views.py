@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
@@ -19,6 +19,9 @@ from domain.ports import LOG_START, LogCursor
 from projections.base import Batch, ColumnType, Key, Projection, Row, Table, Tracking
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
+
+
+Reader = Callable[[Any], Any]
 
 
 class Cursor(Protocol):
@@ -50,6 +53,7 @@ class SQLViewStore(ABC):
     placeholder: ClassVar[str]
     types: ClassVar[dict[ColumnType, str]]
     _known: dict[str, tuple[Table, ...]]
+    _reader_cache: dict[Table, tuple[tuple[str, ...], tuple[Reader | None, ...]]]
     """Tables of the projections this store has been asked to ensure (for ``rows``)."""
 
     # -- dialect --------------------------------------------------------------------------------
@@ -277,9 +281,28 @@ class SQLViewStore(ABC):
         return [self._to_db(c.type, row[c.name]) for c in table.columns]
 
     def _row(self, table: Table, values: Sequence[Any]) -> Row:
+        names, converters = self._readers(table)
         return {
-            c.name: self._from_db(c.type, v) for c, v in zip(table.columns, values, strict=True)
+            name: value if convert is None or value is None else convert(value)
+            for name, convert, value in zip(names, converters, values, strict=True)
         }
+
+    def _readers(self, table: Table) -> tuple[tuple[str, ...], tuple[Reader | None, ...]]:
+        """Column names and, per column, the conversion from the driver's value (None when the
+        driver's value is already right), worked out once per table: rows are read in bulk."""
+        found = self._reader_cache.get(table)
+        if found is None:
+            found = (table.column_names, tuple(self._reader(c.type) for c in table.columns))
+            self._reader_cache[table] = found
+        return found
+
+    def _reader(self, type_: ColumnType) -> Reader | None:
+        """The conversion for one column type; the default wraps ``_from_db``."""
+
+        def convert(value: Any) -> Any:
+            return self._from_db(type_, value)
+
+        return convert
 
     def rows(self, projection: str, table: str, generation: int | None = None) -> list[Row]:
         """Every row of one generation of a table (the active one unless given), in key order."""

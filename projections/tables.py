@@ -47,6 +47,7 @@ SESSION_STATE = Table(
         ("tenant_id", "user_id", "created_at", "session_id"),
         ("tenant_id", "agent_id", "created_at", "session_id"),
         ("last_activity_at",),
+        ("created_at", "session_id"),  # listing across tenants (operators, the CLI)
     ),
 )
 

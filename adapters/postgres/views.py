@@ -12,10 +12,14 @@ from psycopg.types.json import Jsonb
 
 from adapters.postgres.log import PostgresEventLog, SessionStoreDatastore, datastore_from_settings
 from adapters.settings import Settings
-from adapters.sql_views import Cursor, SQLViewStore
+from adapters.sql_views import Cursor, Reader, SQLViewStore
 from projections.base import ColumnType, Key, Table
 
 _DDL_LOCK = 0x5E55_1058  # serialises projection DDL (generations) across processes
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
 class PostgresViewStore(SQLViewStore):
@@ -34,6 +38,7 @@ class PostgresViewStore(SQLViewStore):
     def __init__(self, datastore: SessionStoreDatastore, *, where: str) -> None:
         self.datastore = datastore
         self._known = {}
+        self._reader_cache = {}
         # The event log's error translation is the one choke point for this database too.
         self._errors = PostgresEventLog(datastore, where=where)
 
@@ -70,6 +75,10 @@ class PostgresViewStore(SQLViewStore):
         if type_ == "json":
             return Jsonb(value)
         return value
+
+    def _reader(self, type_: ColumnType) -> Reader | None:
+        # psycopg already returns the right Python types; only times are normalised to UTC.
+        return _utc if type_ == "timestamp" else None
 
     def _from_db(self, type_: ColumnType, value: Any) -> Any:
         if type_ == "timestamp" and isinstance(value, datetime):

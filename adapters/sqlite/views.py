@@ -14,7 +14,7 @@ from eventsourcing import persistence as es
 from eventsourcing.sqlite import SQLiteDatastore
 
 from adapters.settings import Settings
-from adapters.sql_views import Cursor, SQLViewStore
+from adapters.sql_views import Cursor, Reader, SQLViewStore
 from adapters.sqlite.log import format_time, open_datastore, parse_time
 from domain.errors import SchemaNotReady, StorageError
 from projections.base import ColumnType, Key, Table
@@ -52,6 +52,7 @@ class SQLiteViewStore(SQLViewStore):
     def __init__(self, datastore: SQLiteDatastore, *, where: str) -> None:
         self.datastore = datastore
         self._known = {}
+        self._reader_cache = {}
         self.where = where
 
     @classmethod
@@ -94,6 +95,9 @@ class SQLiteViewStore(SQLViewStore):
     def _to_db(self, type_: ColumnType, value: Any) -> Any:
         convert = _TO_DB.get(type_)
         return value if value is None or convert is None else convert(value)
+
+    def _reader(self, type_: ColumnType) -> Reader | None:
+        return _FROM_DB.get(type_)
 
     def _from_db(self, type_: ColumnType, value: Any) -> Any:
         convert = _FROM_DB.get(type_)
