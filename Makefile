@@ -53,7 +53,8 @@ unit: venv ## fast tests only: tests/unit and tests/property (no PostgreSQL)
 bench: venv ## benchmarks beside their baselines (needs PostgreSQL; prints a markdown table)
 	@url="$${SESSIONSTORE_TEST_DATABASE_URL:-$$(scripts/ensure-postgres.sh)}"; \
 	$(BIN)/python bench/append.py --url "$$url"; \
-	$(BIN)/python bench/views_bench.py --url "$$url"
+	$(BIN)/python bench/views_bench.py --url "$$url"; \
+	$(BIN)/python bench/queries_bench.py --url "$$url"
 
 fmt: venv ## apply ruff's fixes and formatting (reports what it cannot fix)
 	$(BIN)/ruff check --fix --exit-zero .
