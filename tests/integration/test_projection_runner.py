@@ -17,7 +17,7 @@ from uuid import UUID
 
 import pytest
 
-from adapters.bootstrap import build_store, open_log, open_views, open_waiter
+from adapters.bootstrap import build_store, open_log, open_queries, open_views, open_waiter
 from adapters.settings import Settings
 from domain.ports import LOG_START, EventLog, RecordedEvent
 from domain.store import SessionStore
@@ -238,4 +238,39 @@ def test_a_runner_killed_anywhere_resumes_to_views_identical_to_a_rebuild(
     assert all(views.active_generation(p.name) == 2 for p in projections)
     for key, rows in rebuilt.items():
         assert survived[key] == rows, f"{key} differs from its rebuild after crashes"
+    log.close()
+
+
+def test_queries_keep_answering_from_the_old_generation_during_a_rebuild(
+    settings: Settings, views: ViewStore
+) -> None:
+    store = build_store(settings)
+    try:
+        sids = []
+        for n in range(6):
+            sid = store.create(tenant_id="acme", user_id=f"u{n}", agent_id="a").session_id
+            converse(store, sid, 4, random.Random(n))
+            sids.append(sid)
+    finally:
+        store.close()
+    log = open_log(settings)
+    ProjectionRunner(log, views, all_projections()).catch_up()
+    queries = open_queries(settings, views, log)
+    before = {sid: queries.get_session(sid) for sid in sids}
+    answered_mid_rebuild: list[int] = []
+
+    def query_between_batches(_: int) -> None:
+        # Called after each batch of the rebuild, before the switch to the new generation.
+        for sid in sids:
+            assert queries.get_session(sid) == before[sid]
+            assert len(queries.last_messages(sid, 3)) == 3
+        answered_mid_rebuild.append(views.active_generation("session_state"))
+
+    rebuild(log, views, all_projections(), batch_size=10, progress=query_between_batches)
+
+    assert len(answered_mid_rebuild) > 3
+    assert set(answered_mid_rebuild) == {1}  # every mid-rebuild answer came from generation 1
+    assert views.active_generation("session_state") == 2
+    assert {sid: queries.get_session(sid) for sid in sids} == before
+    queries.close()
     log.close()
