@@ -196,7 +196,56 @@ def demo(
         settings = load_settings()
         _print_migrations(out, settings, migrate(settings))
         summary = run_demo(settings, sessions=sessions, seed=seed)
+        metrics = demo_views(settings, summary)
     render_demo(out, summary, settings)
+    if metrics:
+        out.print()
+        out.print(demo_metrics_table(metrics))
+
+
+def demo_views(settings: Settings, summary: DemoSummary) -> list[AgentMetrics]:
+    """Catch the projections up with the log and read each demo agent's metrics from the views
+    (what a dashboard would show). memory:// keeps no log between opens, so it has none."""
+    if settings.backend == "memory":
+        return []
+    log, views = open_log(settings), open_views(settings)
+    try:
+        ProjectionRunner(log, views, all_projections()).catch_up()
+        queries = open_queries(settings, views, log)
+        agents = sorted({s.state.agent_id for s in summary.sessions})
+        first, last = summary.started_at.date(), summary.finished_at.date()
+        return [queries.agent_metrics(a, from_day=first, to_day=last) for a in agents]
+    finally:
+        views.close()
+        log.close()
+
+
+def demo_metrics_table(metrics: Sequence[AgentMetrics]) -> Table:
+    table = Table(
+        title="Per-agent metrics from the views (every run in this database, these UTC days; "
+        "turn latency percentiles)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("agent")
+    for header in ("sessions", "ended ok/fail/exp/ab", "turns", "errors", "p50", "p95", "p99"):
+        table.add_column(header, justify="right")
+    for m in metrics:
+        ended = "/".join(
+            str(n)
+            for n in (
+                m.sessions_completed,
+                m.sessions_failed,
+                m.sessions_expired,
+                m.sessions_abandoned,
+            )
+        )
+        errors = "-" if m.error_rate is None else f"{m.error_rate:.0%}"
+        table.add_row(
+            m.agent_id, str(m.sessions_started), ended, str(m.turns), errors,
+            _ms(m.p50_ms), _ms(m.p95_ms), _ms(m.p99_ms),
+        )  # fmt: skip
+    return table
 
 
 @session_app.command("show")

@@ -29,6 +29,7 @@ from adapters.cli import (
     _reported_errors,
     parse_duration,
 )
+from adapters.demo import run_demo
 from adapters.settings import Settings, load_settings
 from domain.errors import ProjectionTimeout
 from domain.store import SessionStore
@@ -41,11 +42,23 @@ PROJECTIONS = ("session_state", "transcript", "metrics", "cleanup")
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    """A SQLite file the demo filled (6 sessions); the views have not been run."""
+    """A SQLite file the demo's simulation filled (6 sessions); the views have not been run
+    (the `demo` command itself would catch them up)."""
     url = f"sqlite:///{tmp_path / 'ops.db'}"
-    result = invoke(url, "demo", "--seed", "11")
+    result = invoke(url, "db", "migrate")
     assert result.exit_code == 0, result.output
+    run_demo(settings_of(url), seed=11)
     return url
+
+
+def test_the_demo_catches_the_views_up_and_shows_agent_metrics(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    shown = ok(url, "demo", "--seed", "11").stdout
+    assert "Per-agent metrics from the views" in shown
+    for agent in ("phone-booking", "voice-receptionist", "chat-support"):
+        assert re.search(rf"^\s+{agent}\s+\d+\s+\d+/\d+/\d+/\d+\s", shown, re.MULTILINE), agent
+    status = json_of(url, "projections", "status")
+    assert {s["lag"] for s in status} == {0}
 
 
 def settings_of(url: str) -> Settings:
