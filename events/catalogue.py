@@ -101,7 +101,7 @@ class SessionEvent(Frozen):
     @field_validator("occurred_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
 
     def payload(self) -> dict[str, Any]:
         """The event's own fields (beyond the common ones), as JSON-compatible values."""

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
+import orjson
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
@@ -16,6 +17,10 @@ from adapters.sql_views import Cursor, Reader, SQLViewStore
 from projections.base import ColumnType, Key, Table
 
 _DDL_LOCK = 0x5E55_1058  # serialises projection DDL (generations) across processes
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _utc(value: datetime) -> datetime:
@@ -73,7 +78,7 @@ class PostgresViewStore(SQLViewStore):
 
     def _to_db(self, type_: ColumnType, value: Any) -> Any:
         if type_ == "json":
-            return Jsonb(value)
+            return Jsonb(value, dumps=_json_text)
         return value
 
     def _reader(self, type_: ColumnType) -> Reader | None:
