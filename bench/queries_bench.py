@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
+from seeding import copy_into_log
 
 from adapters.bootstrap import migrate, open_log, open_queries, open_views
 from adapters.memory import MemoryEventLog
 from adapters.settings import Settings, load_settings
-from domain.ports import LOG_START
 from domain.store import SessionStore
 from projections import all_projections
 from projections.runner import ProjectionRunner
@@ -57,34 +57,7 @@ def populate(settings: Settings, sessions: int) -> tuple[uuid.UUID, uuid.UUID]:
             role = "user" if i % 2 == 0 else "assistant"
             store.add_message(sid, role=role, content=f"message {i} " * 10)
         longs.append(sid)
-    rows = []
-    cursor = LOG_START
-    while page := memory.read_log(cursor, limit=10_000):
-        for r in page:
-            s = memory.mapper.encode(r.event)
-            rows.append(
-                (
-                    s.originator_id,
-                    s.originator_version,
-                    s.event_id,
-                    s.topic,
-                    s.class_version,
-                    r.tenant_id,
-                    s.occurred_at,
-                    s.state,
-                )
-            )
-        cursor = page[-1].cursor
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            sql.SQL("SET search_path TO {}").format(sql.Identifier(settings.database_schema))
-        )
-        with conn.cursor().copy(
-            "COPY events (session_id, version, event_id, topic, class_version, tenant_id,"
-            " occurred_at, state) FROM STDIN"
-        ) as copy:
-            for row in rows:
-                copy.write_row(row)
+    copy_into_log(memory, settings)
     log, views = open_log(settings), open_views(settings)
     ProjectionRunner(log, views, all_projections(), batch_size=5000).catch_up()
     views.close()

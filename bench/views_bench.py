@@ -24,11 +24,12 @@ from pathlib import Path
 import orjson
 import psycopg
 from psycopg import sql
+from seeding import copy_into_log
 
 from adapters.bootstrap import build_store, migrate, open_log, open_views, open_waiter
 from adapters.memory import MemoryEventLog
 from adapters.settings import Settings, load_settings
-from domain.ports import LOG_START, LogCursor
+from domain.ports import LogCursor
 from domain.store import SessionStore
 from projections import all_projections
 from projections.base import Batch, Projection, Tracking, ViewStore
@@ -63,26 +64,7 @@ def generate(settings: Settings, sessions: int, turns: int, seed: int) -> int:
             if rng.random() < 0.1:
                 store.update_context(sid, set={"turn": turn})
         store.end(sid, status=rng.choice(["completed", "failed", "abandoned"]))
-    rows = []
-    cursor = LOG_START
-    while page := memory.read_log(cursor, limit=10_000):
-        for r in page:
-            stored = memory.mapper.encode(r.event)
-            rows.append((stored.originator_id, stored.originator_version, stored.event_id,
-                         stored.topic, stored.class_version, r.tenant_id, stored.occurred_at,
-                         stored.state))  # fmt: skip
-        cursor = page[-1].cursor
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            sql.SQL("SET search_path TO {}").format(sql.Identifier(settings.database_schema))
-        )
-        with conn.cursor().copy(
-            "COPY events (session_id, version, event_id, topic, class_version, tenant_id,"
-            " occurred_at, state) FROM STDIN"
-        ) as copy:
-            for row in rows:
-                copy.write_row(row)
-    return len(rows)
+    return copy_into_log(memory, settings)
 
 
 def raw_read_decode(settings: Settings, batch: int) -> float:

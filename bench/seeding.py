@@ -1,0 +1,36 @@
+"""Shared by the benchmarks: load a history made in memory into a PostgreSQL log with COPY."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from adapters.memory import MemoryEventLog
+from adapters.settings import Settings
+from domain.ports import LOG_START
+
+
+def copy_into_log(memory: MemoryEventLog, settings: Settings) -> int:
+    """COPY every event of ``memory`` into the configured PostgreSQL log; return the count.
+
+    Building the history with the domain in memory and COPYing it is ~50x faster than appending
+    it one event at a time, and stores byte-for-byte what appends would have stored."""
+    rows = []
+    cursor = LOG_START
+    while page := memory.read_log(cursor, limit=10_000):
+        for recorded in page:
+            s = memory.mapper.encode(recorded.event)
+            rows.append((s.originator_id, s.originator_version, s.event_id, s.topic,
+                         s.class_version, recorded.tenant_id, s.occurred_at, s.state))  # fmt: skip
+        cursor = page[-1].cursor
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            sql.SQL("SET search_path TO {}").format(sql.Identifier(settings.database_schema))
+        )
+        with conn.cursor().copy(
+            "COPY events (session_id, version, event_id, topic, class_version, tenant_id,"
+            " occurred_at, state) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+    return len(rows)
