@@ -53,7 +53,7 @@ class SQLViewStore(ABC):
     placeholder: ClassVar[str]
     types: ClassVar[dict[ColumnType, str]]
     _known: dict[str, tuple[Table, ...]]
-    _reader_cache: dict[Table, tuple[tuple[str, ...], tuple[Reader | None, ...]]]
+    _reader_cache: dict[int, tuple[Table, tuple[str, ...], tuple[Reader | None, ...]]]
     """Tables of the projections this store has been asked to ensure (for ``rows``)."""
 
     # -- dialect --------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ class SQLViewStore(ABC):
             with self._reading() as cur:
                 cur.execute(query, params)
                 rows = cur.fetchall()
-            out.extend(self._row(table, row) for row in rows)
+            out.extend(self._rows(table, rows))
         return out
 
     def commit(
@@ -281,20 +281,30 @@ class SQLViewStore(ABC):
         return [self._to_db(c.type, row[c.name]) for c in table.columns]
 
     def _row(self, table: Table, values: Sequence[Any]) -> Row:
+        return self._rows(table, [values])[0]
+
+    def _rows(self, table: Table, fetched: Sequence[Sequence[Any]]) -> list[Row]:
+        """Driver rows -> view rows, with the per-column conversions looked up once per call."""
         names, converters = self._readers(table)
-        return {
-            name: value if convert is None or value is None else convert(value)
-            for name, convert, value in zip(names, converters, values, strict=True)
-        }
+        if not any(converters):
+            return [dict(zip(names, values, strict=True)) for values in fetched]
+        return [
+            {
+                name: value if convert is None or value is None else convert(value)
+                for name, convert, value in zip(names, converters, values, strict=True)
+            }
+            for values in fetched
+        ]
 
     def _readers(self, table: Table) -> tuple[tuple[str, ...], tuple[Reader | None, ...]]:
         """Column names and, per column, the conversion from the driver's value (None when the
-        driver's value is already right), worked out once per table: rows are read in bulk."""
-        found = self._reader_cache.get(table)
-        if found is None:
-            found = (table.column_names, tuple(self._reader(c.type) for c in table.columns))
-            self._reader_cache[table] = found
-        return found
+        driver's value is already right). Cached by identity: tables are module constants, and
+        hashing a Table (every Column) per call would cost more than the conversions."""
+        found = self._reader_cache.get(id(table))
+        if found is None or found[0] is not table:
+            found = (table, table.column_names, tuple(self._reader(c.type) for c in table.columns))
+            self._reader_cache[id(table)] = found
+        return found[1], found[2]
 
     def _reader(self, type_: ColumnType) -> Reader | None:
         """The conversion for one column type; the default wraps ``_from_db``."""
@@ -317,7 +327,7 @@ class SQLViewStore(ABC):
                 f"SELECT {', '.join(spec.column_names)} FROM {name} ORDER BY {', '.join(spec.key)}"
             )
             fetched = cur.fetchall()
-        return [self._row(spec, row) for row in fetched]
+        return self._rows(spec, fetched)
 
     def _tables_of(self, projection: str) -> tuple[Table, ...]:
         if projection not in self._known:
@@ -339,7 +349,7 @@ class SQLViewStore(ABC):
         with self._reading() as cur:
             cur.execute(query, list(params))
             rows = cur.fetchall()
-        return [self._row(table, row) for row in rows]
+        return self._rows(table, rows)
 
 
 def _chunks(items: Sequence[Key], size: int) -> Iterator[Sequence[Key]]:

@@ -17,12 +17,14 @@ from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
+import orjson
 import psycopg
 import psycopg.errors
 from eventsourcing import persistence as es
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.rows import TupleRow, tuple_row
 from psycopg.sql import SQL, Identifier
+from psycopg.types.json import set_json_loads
 
 from adapters.migrations import check_version, discover
 from adapters.postgres.notify import PostgresNotifier
@@ -133,6 +135,7 @@ class SessionStoreDatastore(PostgresDatastore):
             conn.execute(set_search_path)
             # Timestamps come back in UTC with a fixed offset: cheap to normalise and compare.
             conn.execute("SET TIME ZONE 'UTC'")
+            set_json_loads(orjson.loads, conn)  # jsonb view columns: orjson, not json
 
         return after_connect
 

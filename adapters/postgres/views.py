@@ -72,7 +72,7 @@ class PostgresViewStore(SQLViewStore):
         with (
             self._errors._translated(),  # shared choke point
             self.datastore.get_connection() as conn,
-            conn.cursor(row_factory=tuple_row) as cur,
+            conn.cursor(row_factory=tuple_row, binary=True) as cur,
         ):
             yield cur
 
