@@ -17,7 +17,13 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from domain.errors import ProjectionConflict, ProjectionTimeout, UnknownProjection
+from domain.errors import (
+    ProjectionConflict,
+    ProjectionTimeout,
+    SchemaNotReady,
+    StorageError,
+    UnknownProjection,
+)
 from domain.ports import EventLog, LogCursor
 from projections.base import (
     Batch,
@@ -73,6 +79,7 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self._pinned = dict(generations or {})
         """Generations to write instead of the active one (a rebuild's new generation)."""
+        self._used: dict[str, int] = {}
 
     def _generation(self, projection: Projection) -> int:
         pinned = self._pinned.get(projection.name)
@@ -120,7 +127,15 @@ class ProjectionRunner:
                 for name, generation in generations.items()
             }
         found = self.store.positions([p.name for p in self.projections])
-        return {n: g for n, (g, _) in found.items()}, {n: c for n, (_, c) in found.items()}
+        self._used = {n: g for n, (g, _) in found.items()}
+        return dict(self._used), {n: c for n, (_, c) in found.items()}
+
+    def _switched(self) -> bool:
+        """Whether a rebuild activated another generation since the last step began."""
+        if self._pinned or not self._used:
+            return False
+        now = self.store.positions(list(self._used))
+        return any(now[n][0] != g for n, g in self._used.items())
 
     def _loader(self, name: str, generation: int) -> Loader:
         def load(table: Table, keys: Sequence[Key]) -> list[Row]:
@@ -138,6 +153,12 @@ class ProjectionRunner:
                 n = self.step()
             except ProjectionConflict:
                 continue  # another runner advanced; re-read the tracking and go on
+            except (StorageError, SchemaNotReady):
+                # A rebuild that switched generations mid-step dropped the tables this step was
+                # using; that is not a failure: start again on the new generation.
+                if self._switched():
+                    continue
+                raise
             if n == 0:
                 break
             total += n

@@ -274,3 +274,68 @@ def test_queries_keep_answering_from_the_old_generation_during_a_rebuild(
     assert {sid: queries.get_session(sid) for sid in sids} == before
     queries.close()
     log.close()
+
+
+def test_rebuilds_while_a_live_runner_and_writers_run_end_identical_to_a_fresh_rebuild(
+    settings: Settings, views: ViewStore
+) -> None:
+    log = open_log(settings)
+    stop = threading.Event()
+    waiter = open_waiter(settings, stop)
+    live_runner = ProjectionRunner(log, views, all_projections(), batch_size=20)
+    failures: list[BaseException] = []
+
+    def live() -> None:
+        try:
+            live_runner.run(stop, waiter, poll_interval=0.05)
+        except BaseException as e:
+            failures.append(e)
+            raise
+
+    store = build_store(settings)
+    writing_done = threading.Event()
+
+    def write() -> None:
+        try:
+            for n in range(6):
+                sid = store.create(tenant_id="acme", user_id=f"u{n}", agent_id="a").session_id
+                converse(store, sid, 6, random.Random(n))
+                store.end(sid, status="completed")
+        except BaseException as e:
+            failures.append(e)
+            raise
+        finally:
+            writing_done.set()
+
+    live_thread = threading.Thread(target=live)
+    writer = threading.Thread(target=write)
+    live_thread.start()
+    writer.start()
+    try:
+        rebuilds = 0
+        while not writing_done.is_set() or rebuilds < 2:
+            rebuild(log, views, all_projections(), batch_size=15)
+            rebuilds += 1
+        writer.join()
+        head = log.head()
+
+        def caught_up() -> bool:
+            return all(
+                views.tracking(p.name, views.active_generation(p.name)) >= head
+                for p in all_projections()
+            )
+
+        wait_until(caught_up, timeout=30, what="the live runner to catch up after the rebuilds")
+    finally:
+        stop.set()
+        live_thread.join(timeout=10)
+        waiter.close()
+        store.close()
+    assert failures == []
+    projections = all_projections()
+    served = {(p.name, t.name): views.rows(p.name, t.name) for p in projections for t in p.tables}  # type: ignore[attr-defined]
+    rebuild(log, views, projections)
+    fresh = {(p.name, t.name): views.rows(p.name, t.name) for p in projections for t in p.tables}  # type: ignore[attr-defined]
+    assert served == fresh
+    assert sum(len(rows) for (_, table), rows in fresh.items() if table == "session_state") == 6
+    log.close()
