@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from domain.errors import ProjectionConflict
 from domain.ports import LOG_START, LogCursor
-from projections.base import Batch, Key, Projection, Row, Table, Tracking
+from projections.base import Batch, Key, Projection, Row, Table, Tracking, fingerprint
 
 
 class MemoryViewStore:
@@ -18,6 +18,11 @@ class MemoryViewStore:
         self._latest: dict[str, int] = {}
         self._tracking: dict[tuple[str, int], LogCursor] = {}
         self._rows: dict[tuple[str, int, str], dict[Key, Row]] = {}
+        self._fingerprints: dict[str, str] = {}
+
+    def fingerprint(self, name: str) -> str:
+        with self._lock:
+            return self._fingerprints[name]
 
     # -- generations ----------------------------------------------------------------------------
 
@@ -26,6 +31,7 @@ class MemoryViewStore:
             if projection.name not in self._active:
                 generation = self._new_generation(projection)
                 self._active[projection.name] = generation
+                self._fingerprints[projection.name] = fingerprint(projection.tables)
             return self._active[projection.name]
 
     def active_generation(self, name: str) -> int:
@@ -40,6 +46,7 @@ class MemoryViewStore:
         with self._lock:
             old = self._active.get(projection.name)
             self._active[projection.name] = generation
+            self._fingerprints[projection.name] = fingerprint(projection.tables)
             if old is not None and old != generation:
                 for table in projection.tables:
                     self._rows.pop((projection.name, old, table.name), None)

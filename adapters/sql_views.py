@@ -16,7 +16,16 @@ from typing import Any, ClassVar, Protocol
 
 from domain.errors import ProjectionConflict, UnknownProjection
 from domain.ports import LOG_START, LogCursor
-from projections.base import Batch, ColumnType, Key, Projection, Row, Table, Tracking
+from projections.base import (
+    Batch,
+    ColumnType,
+    Key,
+    Projection,
+    Row,
+    Table,
+    Tracking,
+    fingerprint,
+)
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
 
@@ -139,9 +148,9 @@ class SQLViewStore(ABC):
             self._create_tables(cur, projection, 1)
             self._point_views(cur, projection, 1)
             cur.execute(
-                "INSERT INTO projections (name, active_generation, latest_generation) "
-                f"VALUES ({p}, 1, 1)",
-                (projection.name,),
+                "INSERT INTO projections (name, active_generation, latest_generation, fingerprint) "
+                f"VALUES ({p}, 1, 1, {p})",
+                (projection.name, fingerprint(projection.tables)),
             )
         return 1
 
@@ -152,6 +161,15 @@ class SQLViewStore(ABC):
             raise UnknownProjection(name, [])
         return known[0]
 
+    def fingerprint(self, name: str) -> str:
+        p = self.placeholder
+        with self._reading() as cur:
+            cur.execute(f"SELECT fingerprint FROM projections WHERE name = {p}", (name,))
+            row = cur.fetchone()
+        if row is None:
+            raise UnknownProjection(name, [])
+        return str(row[0])
+
     def generations(self, name: str) -> tuple[int, int]:
         """(active, latest) generation numbers; latest > active while a rebuild is under way."""
         with self._reading() as cur:
@@ -161,6 +179,7 @@ class SQLViewStore(ABC):
         return known
 
     def start_generation(self, projection: Projection) -> int:
+        self._known[projection.name] = projection.tables
         p = self.placeholder
         with self._transaction(ddl=True) as cur:
             known = self._registry(cur, projection.name)
@@ -186,8 +205,9 @@ class SQLViewStore(ABC):
             old = known[0]
             self._point_views(cur, projection, generation)
             cur.execute(
-                f"UPDATE projections SET active_generation = {p} WHERE name = {p}",
-                (generation, projection.name),
+                f"UPDATE projections SET active_generation = {p}, fingerprint = {p} "
+                f"WHERE name = {p}",
+                (generation, fingerprint(projection.tables), projection.name),
             )
             if old != generation:
                 self._drop_generation(cur, projection, old)

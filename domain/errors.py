@@ -189,3 +189,18 @@ class ProjectionTimeout(SessionStoreError):
             timeout=timeout,
         )
         self.projection, self.position, self.reached = projection, position, reached
+
+
+class ProjectionOutdated(SessionStoreError):
+    """The code declares different tables than the projection's active generation was built
+    with; writing into them would fail or be wrong. A rebuild builds new ones."""
+
+    code = "projection-outdated"
+
+    def __init__(self, projection: str) -> None:
+        super().__init__(
+            f"projection {projection}: its tables changed since they were built; run "
+            f"`sessionstore projections rebuild {projection}`",
+            projection=projection,
+        )
+        self.projection = projection

@@ -10,6 +10,7 @@ position in ONE transaction, so an event is applied exactly once even across cra
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -55,6 +56,12 @@ class Table:
 
     def key_of(self, row: Mapping[str, Any]) -> Key:
         return tuple(row[k] for k in self.key)
+
+
+def fingerprint(tables: Sequence[Table]) -> str:
+    """A short digest of table declarations: changes whenever a column, key or index does."""
+    text = repr([(t.name, t.columns, t.key, t.indexes) for t in tables])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Projection(Protocol):
@@ -178,6 +185,10 @@ class ViewStore(Protocol):
         ...
 
     def active_generation(self, name: str) -> int: ...
+
+    def fingerprint(self, name: str) -> str:
+        """The table fingerprint the active generation was built with ('' if unknown)."""
+        ...
 
     def start_generation(self, projection: Projection) -> int:
         """Create empty tables and a tracking row at the log start for a new generation

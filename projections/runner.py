@@ -19,6 +19,7 @@ from typing import Protocol
 
 from domain.errors import (
     ProjectionConflict,
+    ProjectionOutdated,
     ProjectionTimeout,
     SchemaNotReady,
     StorageError,
@@ -35,6 +36,7 @@ from projections.base import (
     Table,
     Tracking,
     ViewStore,
+    fingerprint,
 )
 
 Progress = Callable[[int], None]
@@ -80,13 +82,26 @@ class ProjectionRunner:
         self._pinned = dict(generations or {})
         """Generations to write instead of the active one (a rebuild's new generation)."""
         self._used: dict[str, int] = {}
+        self._checked = False
 
     def _generation(self, projection: Projection) -> int:
         pinned = self._pinned.get(projection.name)
         return pinned if pinned is not None else self.store.active_generation(projection.name)
 
+    def check_tables(self) -> None:
+        """Refuse to write into a generation built from other table declarations than ours."""
+        for projection in self.projections:
+            if projection.name in self._pinned:
+                continue  # a rebuild's new generation is built from these very declarations
+            stored = self.store.fingerprint(projection.name)
+            if stored and stored != fingerprint(projection.tables):
+                raise ProjectionOutdated(projection.name)
+        self._checked = True
+
     def step(self) -> int:
         """Apply one batch of events to every projection; return how many events were read."""
+        if not self._checked:
+            self.check_tables()
         generations, cursors = self._positions()
         start = min(cursors.values())
         events = self.log.read_log(start, limit=self.batch_size)
@@ -155,8 +170,10 @@ class ProjectionRunner:
                 continue  # another runner advanced; re-read the tracking and go on
             except (StorageError, SchemaNotReady):
                 # A rebuild that switched generations mid-step dropped the tables this step was
-                # using; that is not a failure: start again on the new generation.
+                # using; that is not a failure: start again on the new generation (and check
+                # that it was built from our table declarations).
                 if self._switched():
+                    self._checked = False
                     continue
                 raise
             if n == 0:

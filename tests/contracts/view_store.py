@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.errors import ProjectionConflict
+from domain.errors import ProjectionConflict, ProjectionOutdated
 from domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent
 from domain.store import SessionStore
 from events.catalogue import MessageAdded, SessionCreated
@@ -229,3 +229,47 @@ class ViewStoreContract:
         )
         many: list[Key] = [(sid,) for sid in ids] + [(uuid4(),) for _ in range(1200)]
         assert {r["session_id"] for r in views.load(projection.name, 1, COUNTS, many)} == set(ids)
+
+    def test_a_projection_whose_tables_changed_must_be_rebuilt_before_it_runs(
+        self, views: ViewStore, log: EventLog, store: SessionStore, projection: CountingProjection
+    ) -> None:
+        views.ensure(projection)
+        self.history(store, sessions=1, messages=2)
+        ProjectionRunner(log, views, [projection]).catch_up()
+
+        changed = WiderCountingProjection()
+        with pytest.raises(ProjectionOutdated, match="projections rebuild test_counting"):
+            ProjectionRunner(log, views, [changed]).catch_up()
+
+        assert rebuild(log, views, changed) == 3
+        rows = self.all_rows(views, changed.name, 2, WIDER_COUNTS)
+        assert [row["extra"] for row in rows] == ["x"]
+        # Now the old code is the outdated one.
+        with pytest.raises(ProjectionOutdated):
+            ProjectionRunner(log, views, [projection]).catch_up()
+
+
+WIDER_COUNTS = Table(
+    name=COUNTS.name,
+    columns=(*COUNTS.columns, Column("extra", "text")),
+    key=COUNTS.key,
+    indexes=COUNTS.indexes,
+)
+
+
+class WiderCountingProjection(CountingProjection):
+    """The same projection after a code change that added a column."""
+
+    tables = (WIDER_COUNTS, LINES)
+
+    def apply(self, batch: Batch, recorded: RecordedEvent) -> None:
+        original = batch.put
+
+        def put(name: str, row: dict[str, Any]) -> None:
+            original(name, {**row, "extra": "x"} if name == COUNTS.name else row)
+
+        batch.put = put  # type: ignore[method-assign]
+        try:
+            super().apply(batch, recorded)
+        finally:
+            batch.put = original  # type: ignore[method-assign]

@@ -194,7 +194,10 @@ def test_an_unreachable_server_is_a_storage_error_naming_where(pg_url: str) -> N
 
 def test_two_migrators_at_once_apply_each_migration_once(pg_bare_settings: Settings) -> None:
     outcomes = run_together(lambda: migrate(pg_bare_settings), lambda: migrate(pg_bare_settings))
-    assert sorted(outcomes, key=len) == [[], ["0001_event_log", "0002_projections"]]
+    assert sorted(outcomes, key=len) == [
+        [],
+        ["0001_event_log", "0002_projections", "0003_projection_fingerprints"],
+    ]
     PostgresEventLog.open(pg_bare_settings).close()
 
 
