@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+from adapters.chain import GENESIS, Checkpoint
 from adapters.serialization import SessionEventMapper, SessionStoredEvent
-from adapters.sql_log import appended, encode_batch
+from adapters.sql_log import _uuid, appended, chain_hashes, encode_batch
 from domain.errors import StreamVersionTaken
 from domain.ports import (
     LOG_START,
@@ -19,6 +20,7 @@ from domain.ports import (
     LogCursor,
     RecordedEvent,
     StoredIdempotency,
+    StoredRow,
 )
 from events.catalogue import SessionEvent
 
@@ -29,6 +31,7 @@ class _Row:
     tenant_id: str
     position: int
     recorded_at: datetime
+    hash: bytes
 
 
 class MemoryEventLog:
@@ -40,6 +43,7 @@ class MemoryEventLog:
         self._log: list[_Row] = []
         self._streams: dict[UUID, list[_Row]] = {}
         self._keys: dict[str, tuple[str, UUID, int, int]] = {}
+        self._checkpoints: list[Checkpoint] = []
 
     def append(
         self,
@@ -58,9 +62,11 @@ class MemoryEventLog:
             if idempotency is not None and idempotency.key in self._keys:
                 raise IdempotencyKeyExists(self._stored_key(idempotency.key))
             now = datetime.now(UTC)
+            previous = stream[-1].hash if stream else GENESIS
+            hashes = chain_hashes(previous, encoded, tenant_id)
             rows = []
-            for stored in encoded:
-                row = _Row(stored, tenant_id, len(self._log) + 1, now)
+            for stored, hash_ in zip(encoded, hashes, strict=True):
+                row = _Row(stored, tenant_id, len(self._log) + 1, now, hash_)
                 self._log.append(row)
                 rows.append(row)
             self._streams[session_id] = stream + rows
@@ -103,6 +109,44 @@ class MemoryEventLog:
     def cursor_of(self, position: int) -> LogCursor | None:
         with self._lock:
             return LogCursor(0, position) if 1 <= position <= len(self._log) else None
+
+    def stored_rows(
+        self,
+        session_id: UUID | None = None,
+        *,
+        after: LogCursor = LOG_START,
+        limit: int = 1000,
+    ) -> list[StoredRow]:
+        with self._lock:
+            if session_id is not None:
+                rows = list(self._streams.get(session_id, []))
+            else:
+                rows = self._log[after.position : after.position + limit]
+        return [
+            StoredRow(
+                session_id=_uuid(r.stored.originator_id),
+                version=r.stored.originator_version,
+                event_id=r.stored.event_id,
+                topic=r.stored.topic,
+                class_version=r.stored.class_version,
+                tenant_id=r.tenant_id,
+                occurred_at=r.stored.occurred_at,
+                state=r.stored.state,
+                position=r.position,
+                tx=0,
+                hash=r.hash,
+            )
+            for r in rows
+        ]
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self._lock:
+            return list(self._checkpoints)
+
+    def add_checkpoint(self, cursor: LogCursor, events: int, digest: bytes) -> None:
+        with self._lock:
+            number = len(self._checkpoints) + 1
+            self._checkpoints.append(Checkpoint(number, cursor, events, digest, datetime.now(UTC)))
 
     def find_idempotency(self, key: str) -> StoredIdempotency | None:
         with self._lock:

@@ -1,15 +1,28 @@
-"""What the event logs share: append bookkeeping for all, stream reads for the SQL ones."""
+"""What the event logs share: append bookkeeping and hash chaining for all, stream reads and
+checkpoints for the SQL ones."""
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar, NoReturn
 from uuid import UUID
 
+from adapters.chain import GENESIS, Checkpoint, chain_of, event_digest, link
 from adapters.serialization import SessionEventMapper, SessionStoredEvent
 from domain.errors import StorageError
-from domain.ports import AppendResult, IdempotencyKeyExists, RecordedEvent, StoredIdempotency
+from domain.ports import (
+    LOG_START,
+    AppendResult,
+    IdempotencyKeyExists,
+    LogCursor,
+    RecordedEvent,
+    StoredIdempotency,
+    StoredRow,
+)
 from events.catalogue import SessionEvent
 
 
@@ -21,6 +34,52 @@ def encode_batch(
         msg = "append needs at least one event"
         raise ValueError(msg)
     return [mapper.encode(event) for event in events], events[0].session_id
+
+
+def chain_hashes(
+    previous: bytes, stored: Sequence[SessionStoredEvent], tenant_id: str
+) -> list[bytes]:
+    """The chain hashes of consecutive events of one session, after ``previous``."""
+    hashes = []
+    for s in stored:
+        digest = event_digest(
+            session_id=_uuid(s.originator_id),
+            version=s.originator_version,
+            event_id=s.event_id,
+            topic=s.topic,
+            class_version=s.class_version,
+            tenant_id=tenant_id,
+            occurred_at=s.occurred_at,
+            state=s.state,
+        )
+        previous = link(previous, digest)
+        hashes.append(previous)
+    return hashes
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+class LastHashes:
+    """A small LRU of each session's last (version, hash), so an append needs no extra read."""
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self._items: OrderedDict[UUID, tuple[int, bytes]] = OrderedDict()
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+
+    def get(self, session_id: UUID, version: int) -> bytes | None:
+        with self._lock:
+            found = self._items.get(session_id)
+            return found[1] if found is not None and found[0] == version else None
+
+    def put(self, session_id: UUID, version: int, value: bytes) -> None:
+        with self._lock:
+            self._items[session_id] = (version, value)
+            self._items.move_to_end(session_id)
+            while len(self._items) > self._maxsize:
+                self._items.popitem(last=False)
 
 
 def appended(
@@ -50,6 +109,92 @@ class SQLEventLog(ABC):
     @abstractmethod
     def find_idempotency(self, key: str) -> StoredIdempotency | None: ...
 
+    @abstractmethod
+    def _raw(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        """Run a SELECT and return the driver's rows."""
+
+    @abstractmethod
+    def _write(self, query: str, params: Sequence[Any]) -> None:
+        """Run one statement in its own transaction."""
+
+    @abstractmethod
+    def _stored_row(self, row: Sequence[Any]) -> StoredRow: ...
+
+    stored_columns: ClassVar[str]
+    log_order: ClassVar[str]
+    """ORDER BY / cursor columns of the global log and its gap-safe WHERE clause, per dialect."""
+    _hashes: LastHashes
+
+    # -- hash chain -------------------------------------------------------------------------------
+
+    def _previous_hash(self, session_id: UUID, version: int) -> bytes:
+        """The chain hash of ``version`` (GENESIS for 0): cached, stored, or recomputed for rows
+        written before hashing existed. Rows never change, so reading it outside the append's
+        transaction is safe: a concurrent writer can only take the NEXT version."""
+        if version == 0:
+            return GENESIS
+        cached = self._hashes.get(session_id, version)
+        if cached is not None:
+            return cached
+        p = self.placeholder
+        rows = self._raw(
+            f"SELECT hash FROM events WHERE session_id = {p} AND version = {p}",
+            [self._session_param(session_id), version],
+        )
+        found = rows[0][0] if rows else None
+        if found is None:
+            found = chain_of(r for r in self.stored_rows(session_id) if r.version <= version)
+        return bytes(found)
+
+    # -- audit reads ---------------------------------------------------------------------------
+
+    def stored_rows(
+        self,
+        session_id: UUID | None = None,
+        *,
+        after: LogCursor = LOG_START,
+        limit: int = 1000,
+    ) -> list[StoredRow]:
+        p = self.placeholder
+        if session_id is not None:
+            rows = self._raw(
+                f"SELECT {self.stored_columns} FROM events WHERE session_id = {p} ORDER BY version",
+                [self._session_param(session_id)],
+            )
+        else:
+            where, order, params = self._log_window(after)
+            rows = self._raw(
+                f"SELECT {self.stored_columns} FROM events WHERE {where} ORDER BY {order} "
+                f"LIMIT {p}",
+                [*params, limit],
+            )
+        return [self._stored_row(row) for row in rows]
+
+    @abstractmethod
+    def _log_window(self, after: LogCursor) -> tuple[str, str, list[Any]]:
+        """WHERE clause, ORDER BY and parameters reading the global log after a cursor."""
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._raw(
+            "SELECT id, tx, position, events, digest, created_at FROM audit_checkpoints "
+            "ORDER BY id",
+            [],
+        )
+        return [
+            Checkpoint(
+                int(r[0]), LogCursor(int(r[1]), int(r[2])), int(r[3]), bytes(r[4]), _time(r[5])
+            )
+            for r in rows
+        ]
+
+    def add_checkpoint(self, cursor: LogCursor, events: int, digest: bytes) -> None:
+        p = self.placeholder
+        self._write(
+            "INSERT INTO audit_checkpoints (tx, position, events, digest) "
+            f"VALUES ({p}, {p}, {p}, {p})",
+            [cursor.tx, cursor.position, events, digest],
+        )
+
     def read_session(
         self,
         session_id: UUID,
@@ -77,3 +222,7 @@ class SQLEventLog(ABC):
             msg = f"idempotency key {key!r} vanished while appending"
             raise StorageError(msg)
         raise IdempotencyKeyExists(existing)
+
+
+def _time(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)

@@ -44,6 +44,29 @@ class RecordedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredRow:
+    """An event exactly as stored (state still encoded), for audits: the hash chain covers these
+    bytes, not a re-encoding of the decoded event (which an upcaster may have changed)."""
+
+    session_id: UUID
+    version: int
+    event_id: UUID
+    topic: str
+    class_version: int
+    tenant_id: str
+    occurred_at: datetime
+    state: bytes
+    position: int
+    tx: int
+    hash: bytes | None
+    """The chain hash stored with the row; None for rows written before hashing existed."""
+
+    @property
+    def cursor(self) -> LogCursor:
+        return LogCursor(self.tx, self.position)
+
+
+@dataclass(frozen=True, slots=True)
 class AppendResult:
     """What an append wrote: the session's new version and the last event's global position.
 
@@ -128,5 +151,16 @@ class EventLog(Protocol):
         ...
 
     def find_idempotency(self, key: str) -> StoredIdempotency | None: ...
+
+    def stored_rows(
+        self,
+        session_id: UUID | None = None,
+        *,
+        after: LogCursor = LOG_START,
+        limit: int = 1000,
+    ) -> list[StoredRow]:
+        """Rows as stored: one session's in version order (``after``/``limit`` ignored), or the
+        whole log's in log order after ``after``. For audits and tamper checks."""
+        ...
 
     def close(self) -> None: ...

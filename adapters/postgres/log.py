@@ -30,7 +30,7 @@ from adapters.migrations import check_version, discover
 from adapters.postgres.notify import PostgresNotifier
 from adapters.serialization import SessionEventMapper, SessionStoredEvent
 from adapters.settings import Settings
-from adapters.sql_log import SQLEventLog, appended, encode_batch
+from adapters.sql_log import LastHashes, SQLEventLog, appended, chain_hashes, encode_batch
 from domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
 from domain.ports import (
     LOG_START,
@@ -39,6 +39,7 @@ from domain.ports import (
     LogCursor,
     RecordedEvent,
     StoredIdempotency,
+    StoredRow,
 )
 from events.catalogue import SessionEvent
 
@@ -53,9 +54,9 @@ _COLUMNS = (
 # unnest() form below, which multi-event appends use.
 _INSERT_EVENT = """
 INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
-                    state)
+                    state, hash)
 VALUES (%(session_id)s, %(version)s, %(event_id)s, %(topic)s, %(class_version)s, %(tenant)s,
-        %(occurred)s, %(state)s)
+        %(occurred)s, %(state)s, %(hash)s)
 RETURNING position
 """
 
@@ -72,9 +73,9 @@ _INSERT_EVENT_WITH_KEY = (
     _CLAIM
     + """
 INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
-                    state)
+                    state, hash)
 SELECT %(session_id)s, %(version)s, %(event_id)s, %(topic)s, %(class_version)s, %(tenant)s,
-       %(occurred)s, %(state)s
+       %(occurred)s, %(state)s, %(hash)s
 FROM claim
 RETURNING position
 """
@@ -82,10 +83,10 @@ RETURNING position
 
 _INSERT_EVENTS = """
 INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
-                    state)
+                    state, hash)
 SELECT * FROM unnest(%(session_ids)s::uuid[], %(versions)s::int[], %(event_ids)s::uuid[],
                      %(topics)s::text[], %(class_versions)s::smallint[], %(tenants)s::text[],
-                     %(occurred)s::timestamptz[], %(states)s::bytea[])
+                     %(occurred)s::timestamptz[], %(states)s::bytea[], %(hashes)s::bytea[])
 RETURNING position
 """
 
@@ -96,11 +97,11 @@ _INSERT_EVENTS_WITH_KEY = (
     _CLAIM
     + """
 INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
-                    state)
+                    state, hash)
 SELECT u.* FROM claim CROSS JOIN
     unnest(%(session_ids)s::uuid[], %(versions)s::int[], %(event_ids)s::uuid[],
            %(topics)s::text[], %(class_versions)s::smallint[], %(tenants)s::text[],
-           %(occurred)s::timestamptz[], %(states)s::bytea[]) AS u
+           %(occurred)s::timestamptz[], %(states)s::bytea[], %(hashes)s::bytea[]) AS u
 RETURNING position
 """
 )
@@ -166,6 +167,10 @@ class PostgresEventLog(SQLEventLog):
 
     placeholder = "%s"
     columns = _COLUMNS
+    stored_columns = (
+        "session_id, version, event_id, topic, class_version, tenant_id, occurred_at, state, "
+        "position, tx::text::bigint, hash"
+    )
 
     def __init__(
         self,
@@ -179,6 +184,7 @@ class PostgresEventLog(SQLEventLog):
         self.mapper = mapper or SessionEventMapper()
         self.where = where
         self.notifier = notifier
+        self._hashes = LastHashes()
 
     @classmethod
     def open(cls, settings: Settings) -> Self:
@@ -219,6 +225,8 @@ class PostgresEventLog(SQLEventLog):
         idempotency: IdempotencyClaim | None = None,
     ) -> AppendResult:
         stored, session_id = encode_batch(self.mapper, events)
+        previous = self._previous_hash(session_id, stored[0].originator_version - 1)
+        hashes = chain_hashes(previous, stored, tenant_id)
         params: dict[str, Any]
         if len(stored) == 1:
             (one,) = stored
@@ -231,6 +239,7 @@ class PostgresEventLog(SQLEventLog):
                 "tenant": tenant_id,
                 "occurred": one.occurred_at,
                 "state": one.state,
+                "hash": hashes[0],
             }
             statement = _INSERT_EVENT if idempotency is None else _INSERT_EVENT_WITH_KEY
         else:
@@ -244,6 +253,7 @@ class PostgresEventLog(SQLEventLog):
                 "tenants": [tenant_id] * len(stored),
                 "occurred": [s.occurred_at for s in stored],
                 "states": [s.state for s in stored],
+                "hashes": hashes,
             }
             statement = _INSERT_EVENTS if idempotency is None else _INSERT_EVENTS_WITH_KEY
         if idempotency is not None:
@@ -263,6 +273,7 @@ class PostgresEventLog(SQLEventLog):
         if not positions and idempotency is not None:
             # Only the key claim can make the insert empty: the key was already taken.
             self._key_taken(idempotency.key)
+        self._hashes.put(session_id, stored[-1].originator_version, hashes[-1])
         if self.notifier is not None:
             self.notifier.poke()  # wake live projection runners (after the commit, off-path)
         return appended(session_id, stored, positions)
@@ -313,6 +324,39 @@ class PostgresEventLog(SQLEventLog):
 
     def _session_param(self, session_id: UUID) -> object:
         return session_id
+
+    def _raw(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        with (
+            self._translated(),
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row, binary=True) as cur,
+        ):
+            return cur.execute(query, params).fetchall()
+
+    def _write(self, query: str, params: Sequence[Any]) -> None:
+        with (
+            self._translated(),
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            cur.execute(query, params)
+
+    def _log_window(self, after: LogCursor) -> tuple[str, str, list[Any]]:
+        return (
+            "(tx, position) > (%s::text::xid8, %s) "
+            "AND tx < pg_snapshot_xmin(pg_current_snapshot())",
+            "tx, position",
+            [str(after.tx), after.position],
+        )
+
+    def _stored_row(self, row: Sequence[Any]) -> StoredRow:
+        (session_id, version, event_id, topic, class_version, tenant_id, occurred_at, state,
+         position, tx, hash_) = row  # fmt: skip
+        return StoredRow(
+            session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
+            bytes(state), position, tx, None if hash_ is None else bytes(hash_),
+        )  # fmt: skip
 
     def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
         # Binary results: uuid, timestamptz and bytea load in C without text parsing (~20 %

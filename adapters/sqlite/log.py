@@ -21,7 +21,7 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 from adapters.migrations import check_version, discover
 from adapters.serialization import SessionEventMapper, SessionStoredEvent
 from adapters.settings import Settings
-from adapters.sql_log import SQLEventLog, appended, encode_batch
+from adapters.sql_log import LastHashes, SQLEventLog, appended, chain_hashes, encode_batch
 from domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
 from domain.ports import (
     LOG_START,
@@ -30,6 +30,7 @@ from domain.ports import (
     LogCursor,
     RecordedEvent,
     StoredIdempotency,
+    StoredRow,
 )
 from events.catalogue import SessionEvent
 
@@ -42,7 +43,7 @@ _COLUMNS = (
 )
 _INSERT_EVENT = (
     "INSERT INTO events (session_id, version, event_id, topic, class_version, tenant_id, "
-    "occurred_at, recorded_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "occurred_at, recorded_at, state, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _FIND_KEY = (
     "SELECT k.key, k.session_id, k.request_hash, k.first_version, k.last_version, e.position "
@@ -73,6 +74,10 @@ class SQLiteEventLog(SQLEventLog):
 
     placeholder = "?"
     columns = _COLUMNS
+    stored_columns = (
+        "session_id, version, event_id, topic, class_version, tenant_id, occurred_at, state, "
+        "position, 0, hash"
+    )
 
     def __init__(
         self, datastore: SQLiteDatastore, *, where: str, mapper: SessionEventMapper | None = None
@@ -80,6 +85,7 @@ class SQLiteEventLog(SQLEventLog):
         self.datastore = datastore
         self.where = where
         self.mapper = mapper or SessionEventMapper()
+        self._hashes = LastHashes()
 
     @classmethod
     def open(cls, settings: Settings) -> Self:
@@ -120,6 +126,8 @@ class SQLiteEventLog(SQLEventLog):
         idempotency: IdempotencyClaim | None = None,
     ) -> AppendResult:
         stored, session_id = encode_batch(self.mapper, events)
+        previous = self._previous_hash(session_id, stored[0].originator_version - 1)
+        hashes = chain_hashes(previous, stored, tenant_id)
         now = format_time(datetime.now(UTC))
         rows = [
             (
@@ -132,8 +140,9 @@ class SQLiteEventLog(SQLEventLog):
                 format_time(s.occurred_at),
                 now,
                 s.state,
+                h,
             )
-            for s in stored
+            for s, h in zip(stored, hashes, strict=True)
         ]
         key_taken = False
         positions: list[int] = []
@@ -163,6 +172,7 @@ class SQLiteEventLog(SQLEventLog):
                     positions.append(int(cur.sqlite_cursor.lastrowid or 0))
         if key_taken and idempotency is not None:
             self._key_taken(idempotency.key)
+        self._hashes.put(session_id, stored[-1].originator_version, hashes[-1])
         return appended(session_id, stored, positions)
 
     def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
@@ -198,6 +208,27 @@ class SQLiteEventLog(SQLEventLog):
 
     def _session_param(self, session_id: UUID) -> object:
         return str(session_id)
+
+    def _raw(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        with self._reading() as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall())
+
+    def _write(self, query: str, params: Sequence[Any]) -> None:
+        with self._translated(), self.datastore.transaction(commit=True) as cur:
+            cur.execute(query, params)
+
+    def _log_window(self, after: LogCursor) -> tuple[str, str, list[Any]]:
+        return "position > ?", "position", [after.position]
+
+    def _stored_row(self, row: Sequence[Any]) -> StoredRow:
+        (session_id, version, event_id, topic, class_version, tenant_id, occurred_at, state,
+         position, tx, hash_) = row  # fmt: skip
+        return StoredRow(
+            UUID(session_id), version, UUID(event_id), topic, class_version, tenant_id,
+            parse_time(occurred_at), bytes(state), position, tx,
+            None if hash_ is None else bytes(hash_),
+        )  # fmt: skip
 
     def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
         with self._reading() as cur:

@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 
 from adapters.bootstrap import build_store, migrate
+from adapters.migrations import discover
 from adapters.postgres.log import PostgresEventLog
 from adapters.settings import Settings, load_settings
 from domain.errors import ConcurrencyConflict, SchemaNotReady, StorageError
@@ -196,7 +197,7 @@ def test_two_migrators_at_once_apply_each_migration_once(pg_bare_settings: Setti
     outcomes = run_together(lambda: migrate(pg_bare_settings), lambda: migrate(pg_bare_settings))
     assert sorted(outcomes, key=len) == [
         [],
-        ["0001_event_log", "0002_projections", "0003_projection_fingerprints"],
+        [m.label for m in discover("adapters.postgres.migrations")],
     ]
     PostgresEventLog.open(pg_bare_settings).close()
 

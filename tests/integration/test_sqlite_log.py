@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.bootstrap import build_store, migrate
+from adapters.migrations import discover
 from adapters.settings import Settings, load_settings
 from adapters.sqlite.log import SQLiteEventLog
 from domain.errors import ConcurrencyConflict, SchemaNotReady, StorageError
@@ -70,7 +71,7 @@ def test_migrating_twice_applies_nothing_the_second_time(tmp_path: Path) -> None
     outcomes = run_together(lambda: migrate(settings), lambda: migrate(settings))
     assert sorted(outcomes, key=len) == [
         [],
-        ["0001_event_log", "0002_projections", "0003_projection_fingerprints"],
+        [m.label for m in discover("adapters.sqlite.migrations")],
     ]
     assert migrate(settings) == []
 
