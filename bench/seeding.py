@@ -16,7 +16,7 @@ def copy_into_log(memory: MemoryEventLog, settings: Settings) -> int:
     Building the history with the domain in memory and COPYing it is ~50x faster than appending
     it one event at a time, and stores byte-for-byte what appends would have stored, hash chain
     included."""
-    rows = []
+    rows: list[tuple[object, ...]] = []
     cursor = LOG_START
     while page := memory.stored_rows(after=cursor, limit=10_000):
         rows.extend(
