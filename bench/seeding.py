@@ -30,7 +30,7 @@ def copy_into_log(memory: MemoryEventLog, settings: Settings) -> int:
                 r.occurred_at,
                 r.state,
                 r.hash,
-            )  # fmt: skip
+            )
             for r in page
         )
         cursor = page[-1].cursor
