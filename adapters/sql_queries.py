@@ -16,7 +16,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from adapters.sql_views import SQLViewStore
-from domain.errors import SessionNotFound
+from domain.errors import SessionNotFound, StorageError
 from domain.ports import EventLog
 from domain.store import parse_session_id
 from projections import all_projections
@@ -88,6 +88,7 @@ class SQLQueries:
         self._owns_log = owns_log
         self._p = views.placeholder
         self._known = [p.name for p in all_projections()]
+        self._older_entries: dict[int, Table | None] = {}
 
     def close(self) -> None:
         """Close the log if this object opened it; the view store belongs to the caller."""
@@ -110,7 +111,7 @@ class SQLQueries:
     ) -> list[TranscriptEntry]:
         sid = parse_session_id(session_id)
         where, params = self._one_session(sid, tenant_id)
-        rows = self._select(ENTRY, where, params, "ORDER BY version, seq")
+        rows = self._select_entries(where, params, "ORDER BY version, seq")
         return self._entries(sid, tenant_id, rows)
 
     def last_messages(
@@ -121,7 +122,7 @@ class SQLQueries:
         where, params = self._one_session(sid, tenant_id)
         # Newest first through the primary key (session_id, version, seq), then put in order.
         tail = f"ORDER BY version DESC, seq DESC LIMIT {self._p}"
-        rows = self._select(ENTRY, where, [*params, n], tail)
+        rows = self._select_entries(where, [*params, n], tail)
         rows.reverse()
         return self._entries(sid, tenant_id, rows)
 
@@ -259,6 +260,37 @@ class SQLQueries:
 
     def _select(self, table: Table, where: str, params: list[Any], tail: str = "") -> list[Row]:
         return self.views.select(table, where, params, tail)
+
+    def _select_entries(self, where: str, params: list[Any], tail: str) -> list[Row]:
+        try:
+            return self._select(ENTRY, where, params, tail)
+        except StorageError:
+            # After an upgrade that added transcript columns, the view keeps pointing at the
+            # generation the old code built until `projections rebuild transcript` switches
+            # over: answer from the columns it has (entry_from_row fills in the defaults the
+            # upcasters give the old events) instead of failing every transcript read.
+            older = self._entry_columns_present()
+            if older is None:
+                raise
+            return self._select(older, where, params, tail)
+
+    def _entry_columns_present(self) -> Table | None:
+        """ENTRY narrowed to the columns the active transcript generation has, or None if it
+        has them all (then the error was something else). Probed once per generation."""
+        generation = self.views.active_generation("transcript")
+        if generation not in self._older_entries:
+            present = []
+            for column in ENTRY.column_names:
+                try:
+                    self._select(narrowed(ENTRY, (column,), ()), "1 = 0", [])
+                except StorageError:
+                    continue
+                present.append(column)
+            missing = len(present) < len(ENTRY.columns)
+            self._older_entries[generation] = (
+                narrowed(ENTRY, tuple(present), ENTRY.key) if missing else None
+            )
+        return self._older_entries[generation]
 
     def _db(self, type_: Any, value: Any) -> Any:
         return self.views._to_db(type_, value)  # the store's own conversions

@@ -10,10 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from collections.abc import Mapping
 from typing import Annotated, ClassVar, Self
 from uuid import UUID
 
-from pydantic import BaseModel, Field, JsonValue, StrictBool, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from events.catalogue import (
     Channel,
@@ -21,7 +31,9 @@ from events.catalogue import (
     Frozen,
     Identifier,
     InterruptReason,
+    LanguageTag,
     Milliseconds,
+    Modality,
     Role,
     SessionPolicy,
     TokenCount,
@@ -29,6 +41,22 @@ from events.catalogue import (
 )
 
 ShortText = Annotated[StrictStr, Field(max_length=2000)]
+
+# A well-formed BCP 47 language tag (RFC 5646 "langtag": language[-extlang][-script][-region]
+# [-variant]*[-extension]*[-privateuse]), e.g. "en", "de-CH", "zh-Hant-TW", "sl-rozaj-biske".
+# Tags are matched case-insensitively and stored as given. Private-use-only ("x-...") and the
+# grandfathered irregular tags are not accepted.
+_BCP47 = re.compile(
+    r"""
+    (?:[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4,8})  # language, extlang
+    (?:-[a-z]{4})?                               # script
+    (?:-(?:[a-z]{2}|[0-9]{3}))?                  # region
+    (?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*     # variants
+    (?:-[0-9a-wy-z](?:-[a-z0-9]{2,8})+)*         # extensions
+    (?:-x(?:-[a-z0-9]{1,8})+)?                   # private use
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
 
 
 # What the stored JSON (orjson on every backend) can hold exactly: 64-bit integers, finite
@@ -71,6 +99,10 @@ class Command(Frozen):
     """Base of all commands. ``name`` is stable; it goes into idempotency fingerprints."""
 
     name: ClassVar[str]
+    fingerprint_omits: ClassVar[Mapping[str, object]] = {}
+    """Fields added after the command first shipped, with the default they are left out of the
+    fingerprint at: a request that does not use a new field keeps the fingerprint it had before
+    the field existed, so a retry across an upgrade is still recognised as a retry."""
 
     @model_validator(mode="after")
     def _storable(self) -> Self:
@@ -86,8 +118,12 @@ class Command(Frozen):
         Keys are sorted: equal requests (``{"a": 1, "b": 2}`` == ``{"b": 2, "a": 1}``) must
         get equal fingerprints, whatever order a client's JSON library writes them in.
         """
+        fields = self.model_dump(mode="json", exclude_none=True)
+        for field_name, default in self.fingerprint_omits.items():
+            if fields.get(field_name) == default:
+                del fields[field_name]
         body = json.dumps(
-            self.model_dump(mode="json", exclude_none=True),
+            fields,
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -118,6 +154,21 @@ class AddMessage(Command):
     message_id: Identifier | None = None
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
+    modality: Modality = Modality.TEXT
+    """How the message was expressed: typed text, speech (content is its transcript) or an
+    image (content describes it)."""
+    language: LanguageTag | None = None
+    """The message's language as a BCP 47 tag, when the caller knows it (e.g. from STT)."""
+
+    fingerprint_omits: ClassVar[Mapping[str, object]] = {"modality": Modality.TEXT.value}
+
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, value: str | None) -> str | None:
+        if value is not None and not _BCP47.fullmatch(value):
+            msg = f"not a BCP 47 language tag (such as en, de-CH or zh-Hant-TW): {value!r}"
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _shape(self) -> Self:

@@ -304,6 +304,8 @@ def add_message(
         tool_call_id=cmd.tool_call_id,
         input_tokens=cmd.input_tokens,
         output_tokens=cmd.output_tokens,
+        modality=cmd.modality,
+        language=cmd.language,
     )
 
 

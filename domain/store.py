@@ -188,6 +188,8 @@ class SessionStore:
         message_id: str | None = None,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        modality: str = "text",
+        language: str | None = None,
         expected_version: int | None = None,
         idempotency_key: str | None = None,
     ) -> AppendResult:
@@ -203,6 +205,8 @@ class SessionStore:
                 "message_id": message_id,
                 "input_tokens": input_tokens,
                 "output_tokens": output_tokens,
+                "modality": modality,
+                "language": language,
             },
         )
         return self.execute(

@@ -1,4 +1,4 @@
-"""The event catalogue (v1): every fact a session can record, as frozen pydantic models.
+"""The event catalogue: every fact a session can record, as frozen pydantic models.
 
 Events are the stored contract, so they validate *types* only. Business rules (a tool message
 must answer an open tool call, ...) live in ``domain/`` and run before an event exists; an event
@@ -42,6 +42,22 @@ class Channel(StrEnum):
     TEXT = "text"
     VOICE = "voice"
     PHONE = "phone"
+
+
+class Modality(StrEnum):
+    """The form a message took before it became text: typed, spoken, or an image."""
+
+    TEXT = "text"
+    AUDIO = "audio"
+    """Speech: ``content`` is its transcript (speech-to-text for users, the spoken text of TTS)."""
+    IMAGE = "image"
+    """An image: ``content`` is its caption or description."""
+
+
+LanguageTag = Annotated[str, _Strict(), Field(min_length=2, max_length=35)]
+"""A BCP 47 language tag (``en``, ``de-CH``, ``zh-Hant-TW``). The event checks its length only;
+the command checks its syntax (``domain.commands``), so a rule tightened later never makes a
+stored event unreadable."""
 
 
 class Role(StrEnum):
@@ -123,7 +139,15 @@ class SessionCreated(SessionEvent):
 
 
 class MessageAdded(SessionEvent):
+    """One message of the transcript.
+
+    v2 added ``modality`` and ``language``: a voice agent's transcript says which messages were
+    spoken (so their text is a speech-to-text transcript) and in which language each was, so the
+    consumer can pick the STT/TTS voice and tell the model the language without guessing.
+    """
+
     topic: ClassVar[str] = "MessageAdded"
+    class_version: ClassVar[int] = 2
 
     message_id: Identifier
     role: Role
@@ -132,6 +156,19 @@ class MessageAdded(SessionEvent):
     tool_call_id: Identifier | None = None
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
+    modality: Modality = Modality.TEXT
+    language: LanguageTag | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """v1 recorded neither field. Old messages read as ``text`` (their content is text,
+        whatever its origin; v1 did not say) with the language unknown (None)."""
+        added = sorted({"modality", "language"} & state.keys())
+        if added:  # v1 never wrote these; a row that has them was not written by v1 code
+            msg = f"a v1 MessageAdded has no {', '.join(added)}"
+            raise ValueError(msg)
+        state["modality"] = Modality.TEXT.value
+        state["language"] = None
 
 
 class TurnRecorded(SessionEvent):

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from domain.errors import InvalidInput, UnknownProjection
 from domain.session import Session, SessionStatus
-from events.catalogue import Channel, EndStatus, Role
+from events.catalogue import Channel, EndStatus, Modality, Role
 from projections.metrics import STAGES, add_ms, merge_histograms, percentile, rates
 
 DEFAULT_PAGE_SIZE = 50
@@ -99,6 +99,11 @@ class TranscriptEntry:
     occurred_at: datetime
     input_tokens: int | None
     output_tokens: int | None
+    modality: Modality
+    """``text``, ``audio`` (content is the speech's transcript) or ``image`` (content describes
+    it). Messages stored before MessageAdded v2, and aborted entries, are ``text``."""
+    language: str | None
+    """The message's BCP 47 language tag, if the writer gave one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +399,7 @@ _CHANNELS = {c.value: c for c in Channel}
 _STATUSES = {s.value: s for s in SessionStatus}
 _ENDS: dict[str | None, EndStatus | None] = {None: None} | {e.value: e for e in EndStatus}
 _ROLES = {r.value: r for r in Role}
+_MODALITIES = {m.value: m for m in Modality}
 _LAST_ROLES: dict[str | None, Role | None] = {None: None} | {r.value: r for r in Role}
 
 
@@ -444,6 +450,10 @@ def entry_from_row(session_id: UUID, row: Mapping[str, Any]) -> TranscriptEntry:
         occurred_at=row["occurred_at"],
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
+        # A transcript generation built before MessageAdded v2 has neither column (queries read
+        # it until `projections rebuild transcript` switches over): its messages were all v1.
+        modality=_MODALITIES[row.get("modality", "text")],
+        language=row.get("language"),
     )
 
 

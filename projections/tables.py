@@ -68,6 +68,8 @@ TRANSCRIPT = Table(
         _c("occurred_at", "timestamp"),
         _c("input_tokens", "int", null=True),
         _c("output_tokens", "int", null=True),
+        _c("modality", "text"),  # MessageAdded v2: text, audio or image ("text" for v1 rows)
+        _c("language", "text", null=True),  # MessageAdded v2: BCP 47 tag, if known
     ),
     key=("session_id", "version", "seq"),
 )

@@ -15,6 +15,7 @@ from typing import Any
 from domain.ports import RecordedEvent
 from events.catalogue import (
     MessageAdded,
+    Modality,
     Role,
     SessionEnded,
     SessionEvent,
@@ -67,6 +68,8 @@ class TranscriptProjection:
                 aborted=False,
                 input_tokens=e.input_tokens,
                 output_tokens=e.output_tokens,
+                modality=e.modality.value,
+                language=e.language,
             ),
         )
 
@@ -88,6 +91,8 @@ class TranscriptProjection:
                     aborted=True,
                     input_tokens=None,
                     output_tokens=None,
+                    modality=Modality.TEXT.value,
+                    language=None,
                 ),
             )
 

@@ -17,6 +17,7 @@ from events.catalogue import (
     EndStatus,
     InterruptReason,
     MessageAdded,
+    Modality,
     Role,
     SessionCreated,
     SessionEnded,
@@ -27,6 +28,7 @@ from events.catalogue import (
     ToolCall,
     TurnRecorded,
 )
+from tests.legacy import MessageAddedV1, v1_mapper
 
 # Text as agents send it: any Unicode that UTF-8 can carry (emoji, RTL, CJK, control chars).
 text = st.text(st.characters(codec="utf-8"), max_size=60)
@@ -93,6 +95,8 @@ STRATEGIES: dict[type[SessionEvent], st.SearchStrategy[SessionEvent]] = {
         tool_call_id=st.none() | identifiers,
         input_tokens=token_counts,
         output_tokens=token_counts,
+        modality=st.sampled_from(Modality),
+        language=st.none() | st.text(st.characters(codec="utf-8"), min_size=2, max_size=35),
     ),
     TurnRecorded: st.builds(
         TurnRecorded,
@@ -167,6 +171,18 @@ def test_the_stored_payload_is_plain_json_of_the_event_fields(event: SessionEven
     assert stored.originator_version == event.version
     assert stored.occurred_at == event.occurred_at
     assert stored.occurred_at.utcoffset() == timedelta(0)
+
+
+@given(STRATEGIES[MessageAdded])
+def test_a_message_written_as_v1_reads_back_as_v2_with_the_defaults(event: SessionEvent) -> None:
+    assert isinstance(event, MessageAdded)
+    old_fields = {k: v for k, v in dict(event).items() if k not in {"modality", "language"}}
+    stored = v1_mapper().encode(MessageAddedV1(**old_fields))
+    assert stored.class_version == 1
+
+    decoded = mapper.decode(stored)
+
+    assert decoded == event.model_copy(update={"modality": Modality.TEXT, "language": None})
 
 
 @given(any_event)

@@ -31,6 +31,7 @@ from events.catalogue import (
     EndStatus,
     InterruptReason,
     MessageAdded,
+    Modality,
     SessionCreated,
     SessionEnded,
     SessionEvent,
@@ -134,6 +135,8 @@ def _act(draw: Draw, store: SessionStore, state: Session) -> None:
             content=draw(contents),
             input_tokens=draw(tokens),
             output_tokens=draw(tokens),
+            modality=draw(st.sampled_from(Modality)).value,
+            language=draw(st.sampled_from([None, "en", "de-CH", "zh-Hant-TW"])),
         )
     else:
         error = draw(st.booleans())
@@ -204,6 +207,8 @@ def expected_transcript(log: list[RecordedEvent]) -> View:
                 "aborted": False,
                 "input_tokens": e.input_tokens,
                 "output_tokens": e.output_tokens,
+                "modality": e.modality.value,
+                "language": e.language,
             }
         elif isinstance(e, SessionInterrupted | SessionEnded):
             why = (
@@ -222,6 +227,8 @@ def expected_transcript(log: list[RecordedEvent]) -> View:
                     "aborted": True,
                     "input_tokens": None,
                     "output_tokens": None,
+                    "modality": "text",
+                    "language": None,
                 }
     return out
 

@@ -17,6 +17,8 @@ from adapters.serialization import SessionEventMapper, SessionStoredEvent
 from events.catalogue import (
     EVENT_TYPES,
     MessageAdded,
+    Modality,
+    Role,
     SessionCreated,
     SessionEvent,
     SessionResumed,
@@ -29,6 +31,7 @@ from events.codec import (
     UnknownEventType,
     UnsupportedClassVersion,
 )
+from tests.legacy import MessageAddedV1, v1_mapper
 
 SID = UUID("00000000-0000-4000-8000-0000000000aa")
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -220,6 +223,60 @@ def test_two_classes_cannot_share_a_topic() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# MessageAdded v1 -> v2: rows the code before v2 wrote (tests.legacy.py keeps that class)
+
+
+def test_a_message_stored_as_v1_reads_as_v2_text_in_an_unknown_language() -> None:
+    v1 = MessageAddedV1(**common(5), message_id="m-1", role="user", content="hello", input_tokens=2)
+    stored = v1_mapper().encode(v1)
+    assert (stored.topic, stored.class_version) == ("MessageAdded", 1)
+    assert "modality" not in orjson.loads(stored.state)
+
+    event = SessionEventMapper().decode(stored)
+
+    assert isinstance(event, MessageAdded)
+    assert (event.modality, event.language) == (Modality.TEXT, None)
+    assert (event.message_id, event.role, event.content, event.input_tokens) == (
+        "m-1",
+        Role.USER,
+        "hello",
+        2,
+    )
+    assert (event.session_id, event.version, event.event_id, event.occurred_at) == (
+        v1.session_id,
+        5,
+        v1.event_id,
+        v1.occurred_at,
+    )
+    # Encoding it again writes the current version, with the filled-in fields.
+    again = SessionEventMapper().encode(event)
+    assert again.class_version == 2
+    assert orjson.loads(again.state) == {
+        **orjson.loads(stored.state),
+        "modality": "text",
+        "language": None,
+    }
+
+
+def test_a_v1_message_row_carrying_v2_fields_is_corrupt() -> None:
+    state = {"message_id": "m-1", "role": "user", "content": "hi", "modality": "audio"}
+    stored = replace(stored_message(state=orjson.dumps(state)), class_version=1)
+
+    error = assert_corrupt(stored, "upcast_v1_v2 failed")
+
+    assert "a v1 MessageAdded has no modality" in str(error)
+
+
+def test_a_v1_message_row_missing_a_v1_field_is_corrupt_after_upcasting() -> None:
+    state = {"message_id": "m-1", "content": "hi"}
+    stored = replace(stored_message(state=orjson.dumps(state)), class_version=1)
+
+    error = assert_corrupt(stored, "validation error")
+
+    assert "role" in str(error)
+
+
+# ---------------------------------------------------------------------------------------------
 # Topics and versions the code does not know
 
 
@@ -299,6 +356,9 @@ def test_json_that_is_not_an_object_is_a_corrupt_event(state: bytes) -> None:
         {"message_id": "m-1", "role": "user", "content": "hi", "input_tokens": -1},
         {"message_id": "m-1", "role": "user", "content": "hi", "surprise": True},
         {"message_id": "m-1", "role": "user", "content": "hi", "tool_calls": [{"id": "c"}]},
+        {"message_id": "m-1", "role": "user", "content": "hi", "modality": "video"},
+        {"message_id": "m-1", "role": "user", "content": "hi", "language": "e"},
+        {"message_id": "m-1", "role": "user", "content": "hi", "language": 1},
     ],
     ids=[
         "missing content",
@@ -308,6 +368,9 @@ def test_json_that_is_not_an_object_is_a_corrupt_event(state: bytes) -> None:
         "negative tokens",
         "unknown field",
         "bad tool call",
+        "unknown modality",
+        "language too short",
+        "language not text",
     ],
 )
 def test_fields_that_do_not_validate_are_a_corrupt_event(state: dict[str, Any]) -> None:
@@ -351,14 +414,20 @@ def test_the_codec_reports_corrupt_fields_without_the_transcoder() -> None:
 
 def test_the_stored_form_keeps_common_fields_in_columns_and_the_payload_as_json() -> None:
     event = MessageAdded(
-        **common(2), message_id="m-1", role="assistant", content="Grüße 👋", output_tokens=3
+        **common(2),
+        message_id="m-1",
+        role="assistant",
+        content="Grüße 👋",
+        output_tokens=3,
+        modality="audio",
+        language="de-CH",
     )
 
     stored = SessionEventMapper().encode(event)
 
     assert (stored.originator_id, stored.originator_version) == (SID, 2)
     assert (stored.event_id, stored.occurred_at) == (event.event_id, T0)
-    assert (stored.topic, stored.class_version) == ("MessageAdded", 1)
+    assert (stored.topic, stored.class_version) == ("MessageAdded", 2)
     assert isinstance(stored.state, bytes)
     assert orjson.loads(stored.state) == {
         "message_id": "m-1",
@@ -368,6 +437,8 @@ def test_the_stored_form_keeps_common_fields_in_columns_and_the_payload_as_json(
         "tool_call_id": None,
         "input_tokens": None,
         "output_tokens": 3,
+        "modality": "audio",
+        "language": "de-CH",
     }
     assert SessionEventMapper().decode(stored) == event
 
@@ -399,7 +470,15 @@ def test_the_catalogue_topics_are_stable() -> None:
         "SessionResumed",
         "SessionEnded",
     ]
-    assert all(cls.class_version == 1 for cls in EVENT_TYPES)
+    assert {cls.topic: cls.class_version for cls in EVENT_TYPES} == {
+        "SessionCreated": 1,
+        "MessageAdded": 2,
+        "TurnRecorded": 1,
+        "ContextUpdated": 1,
+        "SessionInterrupted": 1,
+        "SessionResumed": 1,
+        "SessionEnded": 1,
+    }
     assert dict(EventCodec().topics) == {cls.topic: cls for cls in EVENT_TYPES}
 
 

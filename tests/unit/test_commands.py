@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -20,7 +21,7 @@ from domain.commands import (
     Resume,
     UpdateContext,
 )
-from events.catalogue import Channel, EndStatus, Role, SessionPolicy, ToolCall
+from events.catalogue import Channel, EndStatus, Modality, Role, SessionPolicy, ToolCall
 
 CREATE = {"tenant_id": "acme", "user_id": "u-1", "agent_id": "bot"}
 CALL = {"id": "call-1", "name": "get_weather", "arguments": {"city": "Zürich"}}
@@ -208,6 +209,59 @@ def test_a_tool_result_with_its_call_id_and_token_counts_is_valid() -> None:
     )
 
     assert (command.tool_call_id, command.input_tokens, command.output_tokens) == ("call-1", 0, 3)
+
+
+def test_a_message_is_text_in_an_unknown_language_unless_told_otherwise() -> None:
+    command = AddMessage(role="user", content="hi")
+
+    assert (command.modality, command.language) == (Modality.TEXT, None)
+
+
+@pytest.mark.parametrize("modality", ["text", "audio", "image"])
+@pytest.mark.parametrize("language", ["en", "de-CH", "zh-Hant-TW", "es-419", "sl-rozaj-biske"])
+def test_a_message_may_say_how_it_was_expressed_and_in_which_language(
+    modality: str, language: str
+) -> None:
+    command = AddMessage(role="user", content="hi", modality=modality, language=language)
+
+    assert (command.modality, command.language) == (Modality(modality), language)
+
+
+@pytest.mark.parametrize("bad", ["video", "TEXT", "", None, 1])
+def test_the_modality_must_be_text_audio_or_image(bad: Any) -> None:
+    with pytest.raises(ValidationError) as info:
+        AddMessage(role="user", content="hi", modality=bad)
+
+    assert [loc for loc, _ in problems(info.value)] == ["modality"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["e", "e1", "en_US", "en-", "-en", "en--US", "en US", "x-private", "de-CH-1", "a" * 36],
+)
+def test_the_language_must_be_a_bcp47_tag(bad: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        AddMessage(role="user", content="hi", language=bad)
+
+    assert [loc for loc, _ in problems(info.value)] == ["language"]
+
+
+def test_the_language_must_be_text() -> None:
+    with pytest.raises(ValidationError) as info:
+        AddMessage(role="user", content="hi", language=["en"])
+
+    assert [loc for loc, _ in problems(info.value)] == ["language"]
+
+
+def test_a_message_without_the_v2_fields_keeps_the_fingerprint_it_had_before_them() -> None:
+    """An idempotency key stored by the code before ``modality`` and ``language`` existed must
+    still recognise the retry of the same request after an upgrade."""
+    before_v2 = hashlib.sha256(b'add_message:{"content":"hi","role":"user","tool_calls":[]}')
+
+    assert AddMessage(role="user", content="hi").fingerprint() == before_v2.hexdigest()
+    assert AddMessage(role="user", content="hi", modality="text").fingerprint() == (
+        before_v2.hexdigest()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,6 +470,14 @@ def test_a_default_spelled_out_is_the_same_request() -> None:
             AddMessage(role="user", content="x"),
             AddMessage(role="user", content="x", input_tokens=0),
         ),
+        (
+            AddMessage(role="user", content="x"),
+            AddMessage(role="user", content="x", modality="audio"),
+        ),
+        (
+            AddMessage(role="user", content="x"),
+            AddMessage(role="user", content="x", language="en"),
+        ),
         (UpdateContext(set={"a": None}), UpdateContext(set={"a": "None"})),
         (UpdateContext(set={"a": None}), UpdateContext(remove=("a",))),
         (UpdateContext(set={"a": 1}), UpdateContext(set={"a": 1.5})),
@@ -439,6 +501,8 @@ def test_a_default_spelled_out_is_the_same_request() -> None:
         "role",
         "message id",
         "token count given",
+        "modality",
+        "language",
         "null vs string",
         "set null vs remove",
         "int vs float",

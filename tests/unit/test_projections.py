@@ -124,7 +124,13 @@ def conversation(v: Views, **create: Any) -> UUID:
     store.add_message(sid, role="system", content="You are helpful.", message_id="m-sys")
     clock.advance(2)
     store.add_message(
-        sid, role="user", content="Weather and time?", message_id="m-1", input_tokens=7
+        sid,
+        role="user",
+        content="Weather and time?",
+        message_id="m-1",
+        input_tokens=7,
+        modality="audio",
+        language="en-GB",
     )
     clock.advance(1)
     store.add_message(
@@ -396,8 +402,14 @@ def test_the_transcript_holds_messages_in_order_and_aborted_calls_as_tool_result
         "occurred_at": T0 + timedelta(seconds=4),
         "input_tokens": None,
         "output_tokens": None,
+        "modality": "text",
+        "language": None,
     }
-    assert entries[1]["input_tokens"] == 7
+    assert (entries[1]["input_tokens"], entries[1]["modality"], entries[1]["language"]) == (
+        7,
+        "audio",
+        "en-GB",
+    )
     aborted = entries[4]
     assert aborted == {
         "session_id": sid,
@@ -414,6 +426,8 @@ def test_the_transcript_holds_messages_in_order_and_aborted_calls_as_tool_result
         "occurred_at": by_version[7].event.occurred_at,
         "input_tokens": None,
         "output_tokens": None,
+        "modality": "text",
+        "language": None,
     }
 
 

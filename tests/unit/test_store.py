@@ -35,6 +35,7 @@ from events.catalogue import (
     EndStatus,
     InterruptReason,
     MessageAdded,
+    Modality,
     Role,
     SessionCreated,
     SessionEnded,
@@ -206,6 +207,40 @@ def test_add_message_generates_a_message_id_unless_given(store: SessionStore, si
     assert first.message_id
     assert first.message_id != "client-42"
     assert second.message_id == "client-42"
+
+
+def test_add_message_records_the_modality_and_language_it_is_given(
+    store: SessionStore, sid: UUID
+) -> None:
+    store.add_message(sid, role="user", content="Hallo zusammen", modality="audio", language="de")
+    store.add_message(sid, role="assistant", content="Hi!")
+
+    spoken, typed = (r.event for r in store.history(sid, after_version=2))
+    assert isinstance(spoken, MessageAdded)
+    assert isinstance(typed, MessageAdded)
+    assert (spoken.modality, spoken.language) == (Modality.AUDIO, "de")
+    assert (typed.modality, typed.language) == (Modality.TEXT, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"modality": "video"}, "modality"),
+        ({"modality": None}, "modality"),
+        ({"language": "en_US"}, "language"),
+        ({"language": "e"}, "language"),
+        ({"language": 7}, "language"),
+    ],
+    ids=["unknown modality", "null modality", "underscore tag", "too short tag", "not text"],
+)
+def test_a_bad_modality_or_language_is_invalid_input_and_appends_nothing(
+    store: SessionStore, log: MemoryEventLog, sid: UUID, fields: dict[str, Any], field: str
+) -> None:
+    with nothing_appended(log), pytest.raises(InvalidInput) as info:
+        store.add_message(sid, role="user", content="hi", **fields)
+
+    assert [error["field"] for error in info.value.errors] == [field]
+    assert info.value.code == "invalid-input"
 
 
 def test_a_tool_round_trip_through_the_store(store: SessionStore, sid: UUID) -> None:
