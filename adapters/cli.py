@@ -5,7 +5,8 @@ sessionstore raises on purpose end the command with one red line on stderr and a
 1 for a bad request (unknown session, malformed id, unknown projection, ...), 2 for invalid
 settings (typer uses 2 for command-line usage errors too), 3 when the database fails or its
 schema is not ready, or a view did not catch up within a read-your-writes wait (the request was
-fine; the service side is behind, so a retry later may succeed).
+fine; the service side is behind, so a retry later may succeed); 4 when `audit verify` finds the
+log disagreeing with its hash chain or a checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,8 +23,9 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, Protocol, cast
 
 import typer
 from pydantic_core import to_jsonable_python
@@ -39,6 +42,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from adapters import audit
 from adapters.bootstrap import (
     build_store,
     migrate,
@@ -47,12 +51,14 @@ from adapters.bootstrap import (
     open_views,
     open_waiter,
 )
+from adapters.chain import Auditable, Checkpoint, create_checkpoint, verify
 from adapters.demo import DEFAULT_SESSIONS, MAX_SESSIONS, DemoSummary, run_demo
 from adapters.settings import Settings, SettingsError, load_settings
-from domain.errors import ProjectionTimeout, SessionStoreError, StorageError
+from domain.audit import diff, state_as_of
+from domain.errors import ProjectionTimeout, SessionNotFound, SessionStoreError, StorageError
 from domain.ports import LOG_START, EventLog, RecordedEvent
 from domain.session import Session, SessionStatus
-from domain.store import SessionStore, utc_now
+from domain.store import SessionStore, parse_session_id, utc_now
 from events.catalogue import (
     ContextUpdated,
     EndStatus,
@@ -543,6 +549,336 @@ def db_migrate() -> None:
 def db_init() -> None:
     """Create the schema on a new database: the same as `db migrate`."""
     db_migrate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit: history, past states, diffs, export/import, tamper evidence
+
+
+EXIT_TAMPERED = 4
+"""``audit verify`` found the stored log disagreeing with its hash chain or a checkpoint."""
+
+audit_app = typer.Typer(
+    help="Audit the log: history, state as of a version or time, diffs, export/import, "
+    "tamper checks.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO 8601 time; without a zone it is UTC (``2026-11-21T06:20``, ``...Z``, ``...+01:00``)."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"{text!r} is not an ISO 8601 time like 2026-11-21T06:20:00Z"
+        raise typer.BadParameter(msg) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+InstantOption = partial(typer.Option, parser=parse_instant, metavar="TIME", show_default=False)
+
+
+class _AuditLog(EventLog, Auditable, Protocol):
+    """Every backend's log: the event log port plus the checkpoints the audit keeps."""
+
+
+@contextmanager
+def _log() -> Iterator[_AuditLog]:
+    log = open_log(load_settings())
+    try:
+        if not callable(getattr(log, "checkpoints", None)):  # pragma: no cover - all have it
+            msg = f"{type(log).__name__} keeps no audit checkpoints"
+            raise StorageError(msg)
+        yield cast("_AuditLog", log)
+    finally:
+        log.close()
+
+
+@audit_app.command("history")
+def audit_history(
+    session_id: SessionIdArg,
+    *,
+    types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type", help="Only events of this type (repeat for more).", show_default=False
+        ),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        InstantOption("--from", help="Only events that occurred at or after this time."),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        InstantOption("--to", help="Only events that occurred at or before this time."),
+    ] = None,
+    after_version: Annotated[
+        int, typer.Option("--after-version", min=0, help="Continue after this version.")
+    ] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=audit.MAX_HISTORY_PAGE, help="Events per page.")
+    ] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """A session's events (version, global position, time, type, payload), a page at a time."""
+    with _reported_errors(), _log() as log:
+        page = audit.history(
+            log,
+            parse_session_id(session_id),
+            types=types or (),
+            since=since,
+            until=until,
+            after_version=after_version,
+            limit=limit,
+        )
+    if as_json:
+        _print_json(
+            {
+                "items": [event_json(r) for r in page.events],
+                "next_after_version": page.next_after_version,
+            }
+        )
+        return
+    out = _console()
+    out.print(events_table(page.events, title=f"Session {session_id}: {len(page.events)} events"))
+    if page.next_after_version is not None:
+        out.print(f"more: add --after-version {page.next_after_version}", soft_wrap=True)
+
+
+@audit_app.command("as-of")
+def audit_as_of(
+    session_id: SessionIdArg,
+    at_version: Annotated[
+        int | None,
+        typer.Option(
+            "--version", min=1, help="The state right after this version.", show_default=False
+        ),
+    ] = None,
+    at: Annotated[
+        datetime | None,
+        InstantOption(
+            "--at", help="The state after the last event at or before this time (UTC if no zone)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A session's state as it was at a version or a time (a replay of the events up to there)."""
+    if (at_version is None) == (at is None):
+        raise typer.BadParameter("give exactly one of --version N or --at TIME")
+    with _reported_errors(), _log() as log:
+        events = audit.session_events(log, parse_session_id(session_id))
+        state = state_as_of(events, version=at_version, at=at)
+    if as_json:
+        _print_json(session_json(state))
+        return
+    out = _console()
+    when = f"version {at_version}" if at is None else f"{at.isoformat()} (version {state.version})"
+    out.print(f"State as of {when}", soft_wrap=True)
+    out.print(session_table(state))
+
+
+@audit_app.command("diff")
+def audit_diff(
+    session_id: SessionIdArg,
+    version_a: Annotated[
+        int, typer.Argument(min=1, help="The earlier version.", show_default=False)
+    ],
+    version_b: Annotated[int, typer.Argument(min=1, help="The later version.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Which fields of a session's state changed between two versions."""
+    with _reported_errors(), _log() as log:
+        events = audit.session_events(log, parse_session_id(session_id))
+        changes = diff(
+            state_as_of(events, version=version_a), state_as_of(events, version=version_b)
+        )
+    if as_json:
+        _print_json(
+            [
+                {"field": c.field, "before": _jsonable(c.before), "after": _jsonable(c.after)}
+                for c in changes
+            ]
+        )
+        return
+    table = Table(
+        title=f"Session {session_id}: version {version_a} → {version_b}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("field", no_wrap=True)
+    table.add_column("before", overflow="fold")
+    table.add_column("after", overflow="fold")
+    for c in changes:
+        table.add_row(
+            c.field, Text(_compact(_jsonable(c.before))), Text(_compact(_jsonable(c.after)))
+        )
+    _console().print(table)
+    if not changes:
+        _console().print("no fields changed", soft_wrap=True)
+
+
+@audit_app.command("export")
+def audit_export(
+    tenant: TenantOption = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's sessions.", show_default=False)
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Only this session.", show_default=False)
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (default: stdout).",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Write the log (or a tenant's, user's or session's part) as JSON Lines, in log order.
+
+    With -o, a progress bar shows on stderr and the file appears only when complete.
+    """
+    err = Console(stderr=True, highlight=False)
+    with _reported_errors(), _log() as log:
+        sid = None if session is None else parse_session_id(session)
+        export = partial(audit.export, log, tenant_id=tenant, user_id=user, session_id=sid)
+        if output is None:
+            export(sys.stdout)
+            return
+        partial_file = output.with_name(output.name + ".partial")
+        try:
+            with partial_file.open("w", encoding="utf-8") as out, _progress_bar(err) as bar:
+                task = bar.add_task("exporting", total=audit.export_total(log, sid))
+                summary = export(out, progress=partial(bar.advance, task))
+            partial_file.replace(output)
+        finally:
+            partial_file.unlink(missing_ok=True)
+    err.print(
+        f"exported {summary.events} events of {summary.sessions} sessions to {output}",
+        soft_wrap=True,
+    )
+
+
+@audit_app.command("import")
+def audit_import(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="A file `audit export` wrote.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Replay an export into this store: checks every line first, writes nothing if one is bad.
+
+    Sessions the store already has are refused, unless the file continues them exactly.
+    """
+    out = _console()
+    with _reported_errors(), _log() as log:
+        with file.open("rb") as f:
+            lines = sum(1 for _ in f)
+        with file.open("r", encoding="utf-8") as f, _progress_bar(out) as bar:
+            checking = bar.add_task("checking", total=lines)
+            writing = bar.add_task("writing", total=max(0, lines - 2))
+            summary = audit.import_log(
+                log,
+                f,
+                on_line=partial(bar.advance, checking),
+                on_written=partial(bar.advance, writing),
+            )
+    out.print(f"imported {summary.events} events of {summary.sessions} sessions", soft_wrap=True)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    session_id: Annotated[
+        str | None,
+        typer.Argument(
+            help="Only this session (default: every session and checkpoint).", show_default=False
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute the hash chains (and checkpoints); exit 4 at the first break."""
+    with _reported_errors(), _log() as log:
+        sid = None if session_id is None else parse_session_id(session_id)
+        if sid is not None and not log.read_session(sid, limit=1):
+            raise SessionNotFound(sid)
+        report = verify(log, sid)
+    if as_json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "sessions": report.sessions,
+                "events": report.events,
+                "unsealed_events": report.unsealed_events,
+                "checkpoints": report.checkpoints,
+                "breaks": [
+                    {
+                        "session_id": None if b.session_id is None else str(b.session_id),
+                        "version": b.version,
+                        "kind": b.kind,
+                        "detail": b.detail,
+                    }
+                    for b in report.breaks
+                ],
+            }
+        )
+    else:
+        checked = (
+            f"{report.sessions} sessions, {report.events} events, "
+            f"{report.checkpoints} checkpoints checked"
+        )
+        if report.unsealed_events:
+            checked += f" ({report.unsealed_events} events from before hashing: order only)"
+        _console().print(checked, soft_wrap=True)
+        if report.ok:
+            _console().print("OK: the log matches its hashes", soft_wrap=True)
+    if report.first_break is not None:
+        if not as_json:
+            _fail(f"tampered: {report.first_break}", EXIT_TAMPERED)
+        raise typer.Exit(EXIT_TAMPERED)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(as_json: JsonOption = False) -> None:
+    """Record a checkpoint over every event since the last one; copy its digest elsewhere."""
+    with _reported_errors(), _log() as log:
+        checkpoint = create_checkpoint(log)
+        existing = log.checkpoints() if checkpoint is None else []
+    if as_json:
+        _print_json(None if checkpoint is None else _checkpoint_json(checkpoint))
+        return
+    out = _console()
+    if checkpoint is None:
+        last = f" (checkpoint {existing[-1].id})" if existing else ""
+        out.print(f"no events since the last checkpoint{last}: nothing recorded", soft_wrap=True)
+        return
+    out.print(
+        f"checkpoint {checkpoint.id}: {checkpoint.events} events up to position "
+        f"{checkpoint.cursor.position}, at {_time(checkpoint.created_at, date=True)} UTC",
+        soft_wrap=True,
+    )
+    out.print(f"digest {checkpoint.digest.hex()}", soft_wrap=True)
+    out.print("keep a copy of this line outside the database", soft_wrap=True)
+
+
+def _checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "id": checkpoint.id,
+        "tx": checkpoint.cursor.tx,
+        "position": checkpoint.cursor.position,
+        "events": checkpoint.events,
+        "digest": checkpoint.digest.hex(),
+        "created_at": to_jsonable_python(checkpoint.created_at.astimezone(UTC)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

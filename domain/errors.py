@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -204,3 +205,46 @@ class ProjectionOutdated(SessionStoreError):
             projection=projection,
         )
         self.projection = projection
+
+
+class VersionBeyondStream(SessionStoreError):
+    """An audit asked for a version the session's stream does not have (yet)."""
+
+    code = "version-beyond-stream"
+
+    def __init__(self, session_id: UUID, version: int, last_version: int) -> None:
+        super().__init__(
+            f"session {session_id} has no version {version}: its stream ends at version "
+            f"{last_version}",
+            session_id=session_id,
+            version=version,
+            last_version=last_version,
+        )
+        self.session_id, self.version, self.last_version = session_id, version, last_version
+
+
+class BeforeCreation(SessionStoreError):
+    """An audit asked for a session's state at a time before the session was created."""
+
+    code = "before-creation"
+
+    def __init__(self, session_id: UUID, at: datetime, created_at: datetime) -> None:
+        super().__init__(
+            f"session {session_id} did not exist at {at.isoformat()}: it was created at "
+            f"{created_at.isoformat()}",
+            session_id=session_id,
+            at=at,
+            created_at=created_at,
+        )
+        self.session_id, self.at, self.created_at = session_id, at, created_at
+
+
+class ImportRejected(SessionStoreError):
+    """A line of an export file cannot be imported. Nothing of the file was written (or, if the
+    store failed half way, nothing of the session that line belongs to)."""
+
+    code = "import-rejected"
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}", line=line, reason=reason)
+        self.line, self.reason = line, reason

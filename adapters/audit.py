@@ -1,0 +1,516 @@
+"""Audit reads over an event log: filtered, paged history; JSON Lines export and import.
+
+The export format (docs/audit.md has an example): a header line, one line per event in log
+order, and a trailer line with the counts, so a file cut short at a line boundary is noticed.
+An event line carries the event as the current code reads it (``payload`` is the decoded,
+upcast event's own fields, ``class_version`` its class's) and, while re-encoding reproduces the
+stored bytes exactly, the stored chain hash, which an import recomputes and must match.
+
+An import reads and checks the whole file before it writes anything, then appends each
+session's events in one ``append`` (one transaction), keeping event ids, versions and
+``occurred_at``, so the stored hashes come out as in the source.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+from uuid import UUID
+
+import orjson
+
+from adapters.chain import GENESIS, chain_of
+from adapters.serialization import SessionEventMapper
+from adapters.sql_log import chain_hashes
+from domain.errors import (
+    ImportRejected,
+    InvalidInput,
+    SessionNotFound,
+    StorageError,
+    StreamVersionTaken,
+)
+from domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent, StoredRow
+from domain.session import Session, SessionStatus, evolve, replay
+from events.catalogue import SessionCreated, SessionEvent
+from events.codec import CodecError, EncodedEvent, EventCodec
+
+FORMAT = "sessionstore-export"
+FORMAT_VERSION = 1
+PAGE_SIZE = 1000
+MAX_HISTORY_PAGE = 1000
+
+Progress = Callable[[int], None]
+"""Called with how many more events (export, import writes) or lines (import reads) are done."""
+
+
+def _mapper(log: object) -> SessionEventMapper:
+    """The log's own mapper (so bytes are encoded exactly as it stores them)."""
+    mapper = getattr(log, "mapper", None)
+    return mapper if isinstance(mapper, SessionEventMapper) else SessionEventMapper()
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of a session's history. ``next_after_version`` continues it (None: no more)."""
+
+    events: list[RecordedEvent]
+    next_after_version: int | None
+
+
+def history(
+    log: EventLog,
+    session_id: UUID,
+    *,
+    types: Iterable[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_version: int = 0,
+    limit: int = 100,
+) -> HistoryPage:
+    """A session's events in version order after ``after_version``, at most ``limit``, only of
+    the given types (topics; all if none) and with ``since <= occurred_at <= until``."""
+    wanted = frozenset(types)
+    _check_history_args(wanted, since, until, after_version, limit)
+    if not log.read_session(session_id, limit=1):
+        raise SessionNotFound(session_id)
+    matched: list[RecordedEvent] = []
+    cursor = after_version
+    # Read one event beyond the page: if it exists, the page has a successor.
+    while len(matched) <= limit:
+        chunk = log.read_session(session_id, after_version=cursor, limit=PAGE_SIZE)
+        for recorded in chunk:
+            event = recorded.event
+            if wanted and event.topic not in wanted:
+                continue
+            if since is not None and event.occurred_at < since:
+                continue
+            if until is not None and event.occurred_at > until:
+                continue
+            matched.append(recorded)
+            if len(matched) > limit:
+                break
+        if len(chunk) < PAGE_SIZE:
+            break
+        cursor = chunk[-1].event.version
+    if len(matched) > limit:
+        return HistoryPage(matched[:limit], matched[limit - 1].event.version)
+    return HistoryPage(matched, None)
+
+
+def _check_history_args(
+    wanted: frozenset[str],
+    since: datetime | None,
+    until: datetime | None,
+    after_version: int,
+    limit: int,
+) -> None:
+    problems = []
+    unknown = sorted(wanted - set(EventCodec().topics))
+    if unknown:
+        known = ", ".join(sorted(EventCodec().topics))
+        problems.append({"field": "type", "message": f"unknown {unknown}; known: {known}"})
+    if not 1 <= limit <= MAX_HISTORY_PAGE:
+        problems.append({"field": "limit", "message": f"must be 1 to {MAX_HISTORY_PAGE}"})
+    if after_version < 0:
+        problems.append({"field": "after_version", "message": "must be 0 or more"})
+    for name, value in (("from", since), ("to", until)):
+        if value is not None and value.tzinfo is None:
+            problems.append({"field": name, "message": "needs a time zone (e.g. Z or +00:00)"})
+    if not problems and since is not None and until is not None and since > until:
+        problems.append({"field": "from", "message": "is after --to"})
+    if problems:
+        raise InvalidInput(problems)
+
+
+def session_events(log: EventLog, session_id: UUID) -> list[SessionEvent]:
+    """Every event of a session, in version order (SessionNotFound if it has none)."""
+    events = [r.event for r in log.read_session(session_id)]
+    if not events:
+        raise SessionNotFound(session_id)
+    return events
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    sessions: int
+    events: int
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _line(value: dict[str, Any]) -> str:
+    return orjson.dumps(value).decode() + "\n"
+
+
+def export(
+    log: EventLog,
+    out: IO[str],
+    *,
+    tenant_id: str | None = None,
+    user_id: str | None = None,
+    session_id: UUID | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> ExportSummary:
+    """Write the log (or one tenant's, user's or session's part of it) to ``out`` as JSON Lines,
+    in log order, up to the log head when the export started. Filters combine.
+
+    Streams: reads a page at a time and keeps only a set of session ids in memory."""
+    head = log.head()
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "exported_at": _time(now or datetime.now(UTC)),
+        "head_position": head.position,
+        "filter": {
+            "tenant_id": tenant_id,
+            "user_id": user_id,
+            "session_id": None if session_id is None else str(session_id),
+        },
+    }
+    out.write(_line(header))
+    mapper = _mapper(log)
+    included: dict[UUID, bool] = {}
+    reproducible: dict[UUID, bool] = {}
+    events = 0
+    for row, recorded in _rows(log, session_id, head, progress):
+        sid, event = row.session_id, recorded.event
+        if sid not in included:
+            # A session's first event comes first in the log too: it decides on the session.
+            user = event.user_id if isinstance(event, SessionCreated) else None
+            included[sid] = (tenant_id is None or row.tenant_id == tenant_id) and (
+                user_id is None or user == user_id
+            )
+        if not included[sid]:
+            continue
+        # The stored hash is only checkable after an import if the import stores the same
+        # bytes: not for rows an upcaster changed (an older class_version), nor anything after.
+        same = mapper.encode(event).state == row.state
+        reproducible[sid] = reproducible.get(sid, True) and same and row.hash is not None
+        out.write(
+            _line(
+                {
+                    "session_id": str(sid),
+                    "version": row.version,
+                    "position": row.position,
+                    "event_id": str(row.event_id),
+                    "type": event.topic,
+                    "class_version": type(event).class_version,
+                    "occurred_at": _time(event.occurred_at),
+                    "recorded_at": _time(recorded.recorded_at),
+                    "tenant_id": row.tenant_id,
+                    "hash": row.hash.hex() if reproducible[sid] and row.hash else None,
+                    "payload": event.payload(),
+                }
+            )
+        )
+        events += 1
+    sessions = sum(1 for kept in included.values() if kept)
+    out.write(_line({"end": FORMAT, "sessions": sessions, "events": events}))
+    return ExportSummary(sessions, events)
+
+
+def export_total(log: EventLog, session_id: UUID | None = None) -> int:
+    """How many events an export reads (for a progress bar's total)."""
+    if session_id is not None:
+        return len(log.read_session(session_id))
+    return log.count_after(LOG_START)
+
+
+def _rows(
+    log: EventLog, session_id: UUID | None, head: LogCursor, progress: Progress | None
+) -> Iterable[tuple[StoredRow, RecordedEvent]]:
+    """Stored rows (for hashes) with their decoded events (for payloads and recorded_at)."""
+    if session_id is not None:
+        rows = [r for r in log.stored_rows(session_id) if r.cursor <= head]
+        recorded = log.read_session(session_id, to_version=len(rows))
+        if not rows:
+            raise SessionNotFound(session_id)
+        yield from _paired(rows, recorded)
+        if progress:
+            progress(len(rows))
+        return
+    cursor = LOG_START
+    while cursor < head:
+        rows = [r for r in log.stored_rows(after=cursor, limit=PAGE_SIZE) if r.cursor <= head]
+        if not rows:
+            break
+        # Both reads are in log order from the same cursor; rows only ever appear after the
+        # ones a reader already saw, so the second read starts with the same rows.
+        yield from _paired(rows, log.read_log(cursor, limit=len(rows)))
+        if progress:
+            progress(len(rows))
+        cursor = rows[-1].cursor
+
+
+def _paired(
+    rows: Sequence[StoredRow], recorded: Sequence[RecordedEvent]
+) -> Iterable[tuple[StoredRow, RecordedEvent]]:
+    if [r.position for r in rows] != [r.position for r in recorded[: len(rows)]]:
+        msg = "the log changed under the export (stored rows and events disagree)"
+        raise StorageError(msg)
+    yield from zip(rows, recorded, strict=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Import
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSummary:
+    sessions: int
+    events: int
+
+
+@dataclass
+class _Pending:
+    """One session's validated events, waiting to be written."""
+
+    first_line: int
+    tenant_id: str
+    state: Session | None
+    previous_hash: bytes
+    events: list[SessionEvent] = field(default_factory=list)
+
+
+_REQUIRED = (
+    "session_id",
+    "version",
+    "event_id",
+    "type",
+    "class_version",
+    "occurred_at",
+    "tenant_id",
+    "payload",
+)
+_OPTIONAL = ("position", "recorded_at", "hash")
+
+
+def import_log(
+    log: EventLog,
+    lines: Iterable[str | bytes],
+    *,
+    on_line: Progress | None = None,
+    on_written: Progress | None = None,
+) -> ImportSummary:
+    """Check every line of an export, then write it: nothing is written if any line is bad.
+
+    Raises ``ImportRejected(line, reason)`` at the first bad line. Each session's events are
+    appended in one transaction; if the store fails (or someone else writes one of the
+    sessions) half way, the sessions before it are written and that one is not.
+    """
+    pending = _Validator(log).check(lines, on_line)
+    written = 0
+    for sid, session in pending.items():
+        try:
+            log.append(session.events, tenant_id=session.tenant_id)
+        except StreamVersionTaken:
+            msg = f"session {sid} was written by someone else during the import"
+            raise ImportRejected(session.first_line, msg) from None
+        written += len(session.events)
+        if on_written:
+            on_written(len(session.events))
+    return ImportSummary(len(pending), written)
+
+
+class _Validator:
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.codec = EventCodec()
+        self.mapper = _mapper(log)
+        self.sessions: dict[UUID, _Pending] = {}
+        self.event_ids: set[UUID] = set()
+
+    def check(self, lines: Iterable[str | bytes], on_line: Progress | None) -> dict[UUID, _Pending]:
+        number = 0
+        trailer: dict[str, Any] | None = None
+        for number, raw in enumerate(lines, start=1):
+            if trailer is not None:
+                raise ImportRejected(number, "a line after the trailer line")
+            record = _parse(number, raw)
+            if number == 1:
+                _check_header(record)
+            elif "end" in record:
+                trailer = record
+                self._check_trailer(number, record)
+            else:
+                self._check_event(number, record)
+            if on_line:
+                on_line(1)
+        if number == 0:
+            raise ImportRejected(1, "the file is empty (no header line)")
+        if trailer is None:
+            raise ImportRejected(number + 1, "the file ends without its trailer line (cut short?)")
+        return self.sessions
+
+    def _check_trailer(self, number: int, record: dict[str, Any]) -> None:
+        if record.get("end") != FORMAT:
+            raise ImportRejected(number, f"trailer line: 'end' is not {FORMAT!r}")
+        events = sum(len(s.events) for s in self.sessions.values())
+        if record.get("events") != events or record.get("sessions") != len(self.sessions):
+            raise ImportRejected(
+                number,
+                f"trailer line says {record.get('sessions')} sessions and {record.get('events')} "
+                f"events; the file has {len(self.sessions)} and {events} (lines lost?)",
+            )
+
+    def _decode(self, number: int, record: dict[str, Any]) -> SessionEvent:
+        """The line's event, its fields checked and its payload validated by its class."""
+
+        def reject(reason: str) -> ImportRejected:
+            return ImportRejected(number, reason)
+
+        missing = [k for k in _REQUIRED if k not in record]
+        if missing:
+            raise reject(f"missing {', '.join(missing)}")
+        extra = sorted(set(record) - set(_REQUIRED) - set(_OPTIONAL))
+        if extra:
+            raise reject(f"unknown fields {', '.join(extra)}")
+        sid = _uuid(number, record, "session_id")
+        event_id = _uuid(number, record, "event_id")
+        version, class_version = record["version"], record["class_version"]
+        for name, value in (("version", version), ("class_version", class_version)):
+            if type(value) is not int or value < 1:
+                raise reject(f"{name} is not a whole number of 1 or more: {value!r}")
+        occurred_at = _timestamp(number, record, "occurred_at")
+        if record.get("recorded_at") is not None:
+            _timestamp(number, record, "recorded_at")
+        tenant, topic, payload = record["tenant_id"], record["type"], record["payload"]
+        if not isinstance(tenant, str) or not tenant:
+            raise reject("tenant_id is not a non-empty string")
+        if not isinstance(topic, str):
+            raise reject("type is not a string")
+        if not isinstance(payload, dict):
+            raise reject("payload is not a JSON object")
+        position = record.get("position")
+        if position is not None and (type(position) is not int or position < 1):
+            raise reject(f"position is not a whole number of 1 or more: {position!r}")
+        try:
+            return self.codec.decode(
+                EncodedEvent(sid, version, event_id, occurred_at, topic, class_version, payload)
+            )
+        except CodecError as e:
+            raise reject(str(e)) from None
+
+    def _check_event(self, number: int, record: dict[str, Any]) -> None:
+        def reject(reason: str) -> ImportRejected:
+            return ImportRejected(number, reason)
+
+        event = self._decode(number, record)
+        sid, event_id, version = event.session_id, event.event_id, event.version
+        tenant: str = record["tenant_id"]
+        if event_id in self.event_ids:
+            raise reject(f"event id {event_id} appears twice in the file")
+        self.event_ids.add(event_id)
+        session = self.sessions.get(sid) or self._start(number, sid, version, tenant)
+        state = session.state
+        expected = 1 if state is None else state.version + 1
+        if version != expected:
+            raise reject(f"session {sid}: version {version} out of order (expected {expected})")
+        if tenant != session.tenant_id:
+            raise reject(f"session {sid} belongs to tenant {session.tenant_id!r}, not {tenant!r}")
+        if isinstance(event, SessionCreated) and event.tenant_id != tenant:
+            raise reject(f"tenant_id {tenant!r} differs from the payload's {event.tenant_id!r}")
+        if state is not None and state.status is SessionStatus.ENDED:
+            raise reject(f"session {sid} already ended at version {state.version}")
+        try:
+            session.state = evolve(state, event)
+        except (TypeError, ValueError) as e:
+            raise reject(f"session {sid}: {e}") from None
+        (computed,) = chain_hashes(session.previous_hash, [self.mapper.encode(event)], tenant)
+        stated = record.get("hash")
+        if stated is not None and stated != computed.hex():
+            raise reject(
+                f"session {sid} version {version}: hash does not match the event "
+                "(the line or an earlier line of this session was changed)"
+            )
+        session.previous_hash = computed
+        session.events.append(event)
+
+    def _start(self, number: int, sid: UUID, version: int, tenant: str) -> _Pending:
+        """A session's first line in the file: it starts the stream or continues the store's."""
+        stored = self.log.read_session(sid)
+        if version == 1 and stored:
+            raise ImportRejected(
+                number, f"session {sid} already exists in the store (at version {len(stored)})"
+            )
+        if version != len(stored) + 1:
+            have = f"ends at version {len(stored)}" if stored else "does not have it"
+            raise ImportRejected(
+                number,
+                f"session {sid} starts at version {version} in the file, but the store {have}",
+            )
+        previous = GENESIS
+        if stored:
+            rows = self.log.stored_rows(sid)
+            previous = rows[-1].hash if rows[-1].hash is not None else chain_of(rows)
+            if stored[-1].tenant_id != tenant:
+                raise ImportRejected(
+                    number, f"session {sid} belongs to tenant {stored[-1].tenant_id!r} in the store"
+                )
+        pending = _Pending(
+            first_line=number,
+            tenant_id=tenant,
+            state=replay(r.event for r in stored),
+            previous_hash=previous,
+        )
+        self.sessions[sid] = pending
+        return pending
+
+
+def _parse(number: int, raw: str | bytes) -> dict[str, Any]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if not text.strip():
+        raise ImportRejected(number, "empty line")
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ImportRejected(number, f"not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ImportRejected(number, "not a JSON object")
+    return value
+
+
+def _check_header(record: dict[str, Any]) -> None:
+    if record.get("format") != FORMAT:
+        raise ImportRejected(1, f"not a {FORMAT} file (the first line has no 'format': {FORMAT!r})")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ImportRejected(
+            1,
+            f"format_version {record.get('format_version')!r} is not supported "
+            f"(this sessionstore reads {FORMAT_VERSION})",
+        )
+
+
+def _uuid(number: int, record: dict[str, Any], name: str) -> UUID:
+    value = record[name]
+    try:
+        if isinstance(value, str):
+            return UUID(value)
+    except ValueError:
+        pass
+    raise ImportRejected(number, f"{name} is not a UUID: {value!r}")
+
+
+def _timestamp(number: int, record: dict[str, Any], name: str) -> datetime:
+    value = record[name]
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ImportRejected(number, f"{name} is not an ISO 8601 time with a zone: {value!r}")
+    return parsed
