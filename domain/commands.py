@@ -131,6 +131,16 @@ class Command(Frozen):
         return hashlib.sha256(f"{self.name}:{body}".encode()).hexdigest()
 
 
+# Bounds on what a request may ask for. They live on the commands, not on the events, so they
+# can be tightened later without making stored events unreadable. Without them a century-long
+# policy would overflow date arithmetic in the cleanup view and huge latencies would add up to
+# infinity in the metrics.
+MAX_POLICY_SECONDS = 100 * 365 * 24 * 3600  # a century
+MAX_RETENTION_DAYS = 100 * 365
+MAX_TURN_MS = 7 * 24 * 3600 * 1000.0  # a week
+TurnMilliseconds = Annotated[Milliseconds, Field(le=MAX_TURN_MS)]
+
+
 class CreateSession(Command):
     name: ClassVar[str] = "create"
 
@@ -142,6 +152,19 @@ class CreateSession(Command):
     policy: SessionPolicy = Field(default_factory=SessionPolicy)
     session_id: UUID | None = None
     """Optional client-chosen id; a new one is generated when absent."""
+
+    @field_validator("policy")
+    @classmethod
+    def _bounded_policy(cls, p: SessionPolicy) -> SessionPolicy:
+        for name, value, limit in (
+            ("idle_timeout_seconds", p.idle_timeout_seconds, MAX_POLICY_SECONDS),
+            ("ttl_seconds", p.ttl_seconds, MAX_POLICY_SECONDS),
+            ("retention_days", p.retention_days, MAX_RETENTION_DAYS),
+        ):
+            if value is not None and value > limit:
+                msg = f"{name} must be at most {limit}"
+                raise ValueError(msg)
+        return p
 
 
 class AddMessage(Command):
@@ -195,11 +218,11 @@ class RecordTurn(Command):
     name: ClassVar[str] = "record_turn"
 
     request_id: Identifier
-    duration_ms: Milliseconds
-    stt_ms: Milliseconds | None = None
-    llm_ms: Milliseconds | None = None
-    tts_ms: Milliseconds | None = None
-    tool_ms: Milliseconds | None = None
+    duration_ms: TurnMilliseconds
+    stt_ms: TurnMilliseconds | None = None
+    llm_ms: TurnMilliseconds | None = None
+    tts_ms: TurnMilliseconds | None = None
+    tool_ms: TurnMilliseconds | None = None
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
     error: StrictBool = False

@@ -1246,3 +1246,30 @@ def test_a_stale_expected_version_is_a_conflict_even_when_the_fresh_state_forbid
         a.record_turn(sid, request_id="r", duration_ms=1, expected_version=2)
 
     assert (info.value.expected_version, info.value.actual_version) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"ttl_seconds": 10**12}, "policy"),
+        ({"idle_timeout_seconds": 10**12}, "policy"),
+        ({"retention_days": 10**7}, "policy"),
+    ],
+)
+def test_policies_beyond_a_century_are_invalid_input(
+    store: SessionStore, log: MemoryEventLog, policy: dict[str, int], field: str
+) -> None:
+    """Found by fuzzing the HTTP API: such a policy overflowed the cleanup view's dates."""
+    with nothing_appended(log), pytest.raises(InvalidInput) as info:
+        store.create(tenant_id="acme", user_id="u", agent_id="a", policy=policy)
+    assert info.value.errors[0]["field"] == field
+    assert "at most" in info.value.errors[0]["message"]
+
+
+def test_turn_latencies_beyond_a_week_are_invalid_input(
+    store: SessionStore, log: MemoryEventLog, sid: UUID
+) -> None:
+    """Found by fuzzing the HTTP API: huge latencies summed to infinity in the metrics."""
+    with nothing_appended(log), pytest.raises(InvalidInput) as info:
+        store.record_turn(sid, request_id="r", duration_ms=1e300)
+    assert info.value.errors[0]["field"] == "duration_ms"
