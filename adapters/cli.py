@@ -53,6 +53,7 @@ from adapters.bootstrap import (
 )
 from adapters.chain import Auditable, Checkpoint, create_checkpoint, verify
 from adapters.demo import DEFAULT_SESSIONS, MAX_SESSIONS, DemoSummary, run_demo
+from adapters.http.keys import KeyStore
 from adapters.settings import Settings, SettingsError, load_settings
 from domain.audit import diff, state_as_of
 from domain.errors import ProjectionTimeout, SessionNotFound, SessionStoreError, StorageError
@@ -879,6 +880,170 @@ def _checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
         "digest": checkpoint.digest.hex(),
         "created_at": to_jsonable_python(checkpoint.created_at.astimezone(UTC)),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTTP API and its keys
+
+
+keys_app = typer.Typer(
+    help="API keys of the HTTP API: each maps to a tenant and a role.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+DEV_TENANT = "dev"
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Address to listen on (default SESSIONSTORE_HTTP_HOST)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Port to listen on (default SESSIONSTORE_HTTP_PORT)."),
+    ] = None,
+    projector: Annotated[
+        bool,
+        typer.Option(
+            "--projector/--no-projector",
+            help="Also apply the log to the views in this process (off when a separate "
+            "`sessionstore projections run` does it).",
+        ),
+    ] = True,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs). Every request needs an API key.
+
+    On the embedded default (SQLite) the schema is migrated first, and if the database has no
+    API key yet an admin key for tenant "dev" is created and printed, once.
+    """
+    import uvicorn
+
+    from adapters.http.app import create_app, key_store
+
+    out = _console()
+    with _reported_errors():
+        settings = load_settings()
+        if settings.backend == "sqlite":
+            _print_migrations(out, settings, migrate(settings))
+        log = open_log(settings)
+        try:
+            keys = key_store(settings, log)
+            if settings.backend != "postgres" and not keys.list():
+                _print_dev_key(out, keys, settings)
+            elif not any(k.revoked_at is None for k in keys.list()):
+                out.print(
+                    "[yellow]no API key exists: every request will be refused; create one with "
+                    "`sessionstore keys create --tenant T --role admin`[/]",
+                    soft_wrap=True,
+                )
+            # memory:// keeps its keys in this process: the app must use this very key store.
+            api = create_app(
+                settings,
+                keys=keys if settings.backend == "memory" else None,
+                project=projector,
+            )
+        finally:
+            log.close()
+        where = f"http://{host or settings.http_host}:{port or settings.http_port}"
+        out.print(f"serving {settings.redacted_url()} on {where} (docs: {where}/docs)")
+        uvicorn.run(
+            api, host=host or settings.http_host, port=port or settings.http_port, log_level="info"
+        )
+
+
+def _print_dev_key(out: Console, keys: KeyStore, settings: Settings) -> None:
+    _info, token = keys.create(DEV_TENANT, "admin", name="dev key created by serve")
+    out.print(
+        "\n[bold yellow]" + "!" * 78 + "[/]\n"
+        f"[bold yellow]No API key existed in {settings.redacted_url()}: created an ADMIN key "
+        f'for tenant "{DEV_TENANT}".[/]\n'
+        "[bold yellow]It is shown only now. Use it as  Authorization: Bearer <key>[/]\n\n"
+        f"    [bold]{token}[/]\n\n"
+        "[bold yellow]Revoke it (`sessionstore keys revoke`) before exposing this server.[/]\n"
+        "[bold yellow]" + "!" * 78 + "[/]\n",
+        soft_wrap=True,
+    )
+
+
+@contextmanager
+def _keys() -> Iterator[KeyStore]:
+    from adapters.http.app import key_store
+
+    settings = load_settings()
+    if settings.backend == "memory":
+        _fail("API keys need a database: memory:// keeps nothing between commands", EXIT_REQUEST)
+    log = open_log(settings)
+    try:
+        yield key_store(settings, log)
+    finally:
+        log.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant the key acts for.")],
+    role: Annotated[str, typer.Option("--role", help="agent, reader or admin.")],
+    name: Annotated[str, typer.Option("--name", help="A label (who uses the key).")] = "",
+) -> None:
+    """Create a key and print it: it is shown only now (only a hash is stored)."""
+    with _reported_errors(), _keys() as keys:
+        info, token = keys.create(tenant, role, name)
+    out = _console()
+    out.print(
+        f"created key {info.key_id} ({info.role.value} of tenant {info.tenant_id}); "
+        "store it now, it is not shown again:",
+        soft_wrap=True,
+    )
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonOption = False) -> None:
+    """List keys (ids, tenants, roles, names; never the secrets)."""
+    with _reported_errors(), _keys() as keys:
+        listed = keys.list()
+    if as_json:
+        _print_json(
+            [
+                {
+                    "key_id": k.key_id,
+                    "tenant_id": k.tenant_id,
+                    "role": k.role.value,
+                    "name": k.name,
+                    "created_at": to_jsonable_python(k.created_at),
+                    "revoked_at": to_jsonable_python(k.revoked_at),
+                }
+                for k in listed
+            ]
+        )
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("key id", "tenant", "role", "name", "created (UTC)", "revoked"):
+        table.add_column(column)
+    for k in listed:
+        table.add_row(
+            k.key_id,
+            k.tenant_id,
+            k.role.value,
+            k.name,
+            k.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "" if k.revoked_at is None else k.revoked_at.astimezone(UTC).strftime("%Y-%m-%d"),
+        )
+    _console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
+) -> None:
+    """Revoke a key: servers refuse it within seconds (their cache of verified keys)."""
+    with _reported_errors(), _keys() as keys:
+        revoked = keys.revoke(key_id)
+    if not revoked:
+        _fail(f"no active key {key_id!r}", EXIT_REQUEST)
+    _console().print(f"revoked key {key_id}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     cache_size: Annotated[int, Field(ge=0)] = 10_000
     max_content_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_CONTENT_BYTES
     max_json_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_JSON_BYTES
+    http_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    """Address ``sessionstore serve`` listens on (loopback unless you mean to expose it)."""
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    http_max_body_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
+    """Largest HTTP request body; a larger one is refused with 413 before it is parsed."""
+    http_wait_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """Longest a read with ``min_position`` waits for the view before answering 503."""
 
     @field_validator("database_url")
     @classmethod
