@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 
 import uvicorn
-from adapters.http.app import create_app
 
+from adapters.http.app import create_app
 from adapters.settings import load_settings
 
 
