@@ -110,6 +110,26 @@ class MemoryEventLog:
         with self._lock:
             return LogCursor(0, position) if 1 <= position <= len(self._log) else None
 
+    def locate(self, position: int) -> tuple[UUID, int] | None:
+        with self._lock:
+            if not 1 <= position <= len(self._log):
+                return None
+            stored = self._log[position - 1].stored
+        return _uuid(stored.originator_id), stored.originator_version
+
+    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int, int]]:
+        wanted = set(event_ids)
+        with self._lock:
+            return {
+                row.stored.event_id: (
+                    _uuid(row.stored.originator_id),
+                    row.stored.originator_version,
+                    row.position,
+                )
+                for row in self._log
+                if row.stored.event_id in wanted
+            }
+
     def stored_rows(
         self,
         session_id: UUID | None = None,

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, Protocol
 from uuid import UUID
 
 from adapters.chain import GENESIS, Checkpoint, chain_of, event_digest, link
@@ -93,6 +93,19 @@ def appended(
     )
 
 
+class SQLRunner(Protocol):
+    """The SQL logs' statement helpers, for small stores that share the log's database (API
+    keys, relay positions)."""
+
+    placeholder: str
+
+    def _raw(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]: ...
+
+    def _write(self, query: str, params: Sequence[Any]) -> None: ...
+
+    def _write_returning(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]: ...
+
+
 class SQLEventLog(ABC):
     """Base of the SQL backends. Subclasses say how to run a SELECT and bind a session id."""
 
@@ -116,6 +129,10 @@ class SQLEventLog(ABC):
     @abstractmethod
     def _write(self, query: str, params: Sequence[Any]) -> None:
         """Run one statement in its own transaction."""
+
+    @abstractmethod
+    def _write_returning(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        """Run one statement with RETURNING in its own transaction; return its rows."""
 
     @abstractmethod
     def _stored_row(self, row: Sequence[Any]) -> StoredRow: ...

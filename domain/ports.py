@@ -150,6 +150,14 @@ class EventLog(Protocol):
         """The cursor of the event at a global position, or None if there is none."""
         ...
 
+    def locate(self, position: int) -> tuple[UUID, int] | None:
+        """The (session id, version) of the event at a global position, or None."""
+        ...
+
+    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int, int]]:
+        """For each of these event ids the log holds: (session id, version, position)."""
+        ...
+
     def find_idempotency(self, key: str) -> StoredIdempotency | None: ...
 
     def stored_rows(

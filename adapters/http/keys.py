@@ -13,12 +13,11 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
 
+from adapters.sql_log import SQLRunner
 from domain.errors import InvalidInput
 
 PREFIX = "ssk"
@@ -71,16 +70,6 @@ def split_key(token: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != 12 or not parts[2]:
         return None
     return parts[1], parts[2]
-
-
-class SQLRunner(Protocol):
-    """The event log's statement helpers (both SQL logs have them)."""
-
-    placeholder: str
-
-    def _raw(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]: ...
-
-    def _write(self, query: str, params: Sequence[Any]) -> None: ...
 
 
 class KeyStore:

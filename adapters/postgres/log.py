@@ -303,6 +303,20 @@ class PostgresEventLog(SQLEventLog):
         )
         return None if row is None else LogCursor(row[0], row[1])
 
+    def locate(self, position: int) -> tuple[UUID, int] | None:
+        row = self._one("SELECT session_id, version FROM events WHERE position = %s", (position,))
+        return None if row is None else (row[0], int(row[1]))
+
+    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int, int]]:
+        if not event_ids:
+            return {}
+        rows = self._raw(
+            "SELECT event_id, session_id, version, position FROM events "
+            "WHERE event_id = ANY(%s::uuid[])",
+            [list(event_ids)],
+        )
+        return {r[0]: (r[1], int(r[2]), int(r[3])) for r in rows}
+
     def _one(self, query: str, params: Sequence[Any]) -> TupleRow | None:
         with (
             self._translated(),
@@ -341,6 +355,15 @@ class PostgresEventLog(SQLEventLog):
             conn.cursor() as cur,
         ):
             cur.execute(query, params)
+
+    def _write_returning(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        with (
+            self._translated(),
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            return cur.execute(query, params).fetchall()
 
     def _log_window(self, after: LogCursor) -> tuple[str, str, list[Any]]:
         return (

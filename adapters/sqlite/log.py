@@ -196,6 +196,25 @@ class SQLiteEventLog(SQLEventLog):
             cur.execute("SELECT position FROM events WHERE position = ?", (position,))
             return None if cur.fetchone() is None else LogCursor(0, position)
 
+    def locate(self, position: int) -> tuple[UUID, int] | None:
+        with self._reading() as cur:
+            cur.execute("SELECT session_id, version FROM events WHERE position = ?", (position,))
+            row = cur.fetchone()
+        return None if row is None else (UUID(row[0]), int(row[1]))
+
+    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int, int]]:
+        found: dict[UUID, tuple[UUID, int, int]] = {}
+        ids = [str(e) for e in event_ids]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._raw(
+                "SELECT event_id, session_id, version, position FROM events "
+                f"WHERE event_id IN ({', '.join('?' for _ in chunk)})",
+                chunk,
+            )
+            found.update({UUID(r[0]): (UUID(r[1]), int(r[2]), int(r[3])) for r in rows})
+        return found
+
     def find_idempotency(self, key: str) -> StoredIdempotency | None:
         with self._reading() as cur:
             cur.execute(_FIND_KEY, (key,))
@@ -217,6 +236,11 @@ class SQLiteEventLog(SQLEventLog):
     def _write(self, query: str, params: Sequence[Any]) -> None:
         with self._translated(), self.datastore.transaction(commit=True) as cur:
             cur.execute(query, params)
+
+    def _write_returning(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        with self._translated(), self.datastore.transaction(commit=True) as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall())
 
     def _log_window(self, after: LogCursor) -> tuple[str, str, list[Any]]:
         return "position > ?", "position", [after.position]

@@ -179,6 +179,27 @@ class EventLogContract:
         assert [r.event.version for r in after_first if r.event.session_id == sid] == [2, 3]
         assert isinstance(start[0].cursor, LogCursor)
 
+    def test_a_position_locates_its_session_and_version(self, log: EventLog) -> None:
+        a, b = uuid4(), uuid4()
+        first = log.append([created(a), message(a, 2)], tenant_id="acme")
+        second = log.append([created(b)], tenant_id="acme")
+        assert log.locate(first.position) == (a, 2)
+        assert log.locate(first.position - 1) == (a, 1)
+        assert log.locate(second.position) == (b, 1)
+        assert log.locate(second.position + 1000) is None
+        assert log.locate(0) is None
+
+    def test_event_ids_locate_their_session_version_and_position(self, log: EventLog) -> None:
+        a = uuid4()
+        first, second = created(a), message(a, 2)
+        result = log.append([first, second], tenant_id="acme")
+        found = log.locate_events([second.event_id, uuid4(), first.event_id])
+        assert found == {
+            first.event_id: (a, 1, result.position - 1),
+            second.event_id: (a, 2, result.position),
+        }
+        assert log.locate_events([]) == {}
+
     # --- the store on this backend -----------------------------------------------------------
 
     def test_store_round_trip(self, store: SessionStore) -> None:
