@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from uuid import UUID
 
 from domain.errors import ProjectionConflict
 from domain.ports import LOG_START, LogCursor
-from projections.base import Batch, Key, Projection, Row, Table, Tracking, fingerprint
+from projections.base import Applied, Batch, Key, Projection, Row, Table, Tracking, fingerprint
 
 
 class MemoryViewStore:
@@ -19,6 +21,8 @@ class MemoryViewStore:
         self._tracking: dict[tuple[str, int], LogCursor] = {}
         self._rows: dict[tuple[str, int, str], dict[Key, Row]] = {}
         self._fingerprints: dict[str, str] = {}
+        self._applied: dict[tuple[str, int], dict[UUID, int]] = {}
+        self._feed_lock = threading.Lock()
 
     def fingerprint(self, name: str) -> str:
         with self._lock:
@@ -50,6 +54,7 @@ class MemoryViewStore:
             if old is not None and old != generation:
                 for table in projection.tables:
                     self._rows.pop((projection.name, old, table.name), None)
+                self._applied.pop((projection.name, old), None)
 
     def _new_generation(self, projection: Projection) -> int:
         generation = self._latest.get(projection.name, 0) + 1
@@ -87,6 +92,7 @@ class MemoryViewStore:
         self,
         writes: Sequence[tuple[Projection, int, Batch]],
         moves: Sequence[tuple[Tracking, LogCursor]],
+        applied: Sequence[Applied] = (),
     ) -> None:
         with self._lock:
             for old, _new in moves:
@@ -106,6 +112,24 @@ class MemoryViewStore:
                         stored[key] = copy.deepcopy(row)
             for old, new in moves:
                 self._tracking[(old.projection, old.generation)] = new
+            for a in applied:
+                self._applied.setdefault((a.projection, a.generation), {})[a.session_id] = a.version
+
+    def applied_versions(
+        self, name: str, generation: int, session_ids: Sequence[UUID]
+    ) -> dict[UUID, int]:
+        with self._lock:
+            known = self._applied.get((name, generation), {})
+            return {sid: known[sid] for sid in session_ids if sid in known}
+
+    def fed_from_kafka(self, name: str, generation: int) -> bool:
+        with self._lock:
+            return bool(self._applied.get((name, generation)))
+
+    @contextmanager
+    def feed_lock(self) -> Iterator[None]:
+        with self._feed_lock:
+            yield
 
     def close(self) -> None:
         """Nothing to release."""

@@ -12,11 +12,13 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
+from uuid import UUID
 
 from domain.errors import ProjectionConflict, UnknownProjection
 from domain.ports import LOG_START, LogCursor
 from projections.base import (
+    Applied,
     Batch,
     ColumnType,
     Key,
@@ -27,6 +29,7 @@ from projections.base import (
     fingerprint,
 )
 
+_T = TypeVar("_T")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
 
 
@@ -101,9 +104,8 @@ class SQLViewStore(ABC):
             cur.execute(f"CREATE TABLE {name} ({columns}, PRIMARY KEY ({', '.join(table.key)}))")
             for number, index in enumerate(table.indexes, start=1):
                 cur.execute(f"CREATE INDEX {name}_ix{number} ON {name} ({', '.join(index)})")
+        self._forget_generation(cur, projection.name, generation)
         p = self.placeholder
-        cur.execute(f"DELETE FROM projection_tracking WHERE name = {p} AND generation = {p}",
-                    (projection.name, generation))  # fmt: skip
         cur.execute(
             "INSERT INTO projection_tracking (name, generation, tx, position) "
             f"VALUES ({p}, {p}, 0, 0)",
@@ -119,9 +121,14 @@ class SQLViewStore(ABC):
     def _drop_generation(self, cur: Cursor, projection: Projection, generation: int) -> None:
         for table in projection.tables:
             cur.execute(f"DROP TABLE IF EXISTS {checked(physical(table.name, generation))}")
+        self._forget_generation(cur, projection.name, generation)
+
+    def _forget_generation(self, cur: Cursor, name: str, generation: int) -> None:
+        """Remove a generation's tracking row and Kafka-fed versions."""
         p = self.placeholder
-        cur.execute(f"DELETE FROM projection_tracking WHERE name = {p} AND generation = {p}",
-                    (projection.name, generation))  # fmt: skip
+        for table in ("projection_tracking", "projection_applied"):
+            cur.execute(f"DELETE FROM {table} WHERE name = {p} AND generation = {p}",
+                        (name, generation))  # fmt: skip
 
     def _registry(self, cur: Cursor, name: str) -> tuple[int, int] | None:
         p = self.placeholder
@@ -257,6 +264,7 @@ class SQLViewStore(ABC):
         self,
         writes: Sequence[tuple[Projection, int, Batch]],
         moves: Sequence[tuple[Tracking, LogCursor]],
+        applied: Sequence[Applied] = (),
     ) -> None:
         p = self.placeholder
         with self._transaction() as cur:
@@ -285,6 +293,42 @@ class SQLViewStore(ABC):
                         self._insert_rows(
                             cur, table, name, [self._values(table, row) for row in changes.inserts]
                         )
+            if applied:
+                cur.executemany(
+                    "INSERT INTO projection_applied (name, generation, session_id, version) "
+                    f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (name, generation, session_id) "
+                    "DO UPDATE SET version = excluded.version",
+                    [
+                        (a.projection, a.generation, self._to_db("uuid", a.session_id), a.version)
+                        for a in applied
+                    ],
+                )
+
+    def applied_versions(
+        self, name: str, generation: int, session_ids: Sequence[UUID]
+    ) -> dict[UUID, int]:
+        found: dict[UUID, int] = {}
+        p = self.placeholder
+        for chunk in _chunks(list(dict.fromkeys(session_ids)), 500):
+            marks = ", ".join(p for _ in chunk)
+            with self._reading() as cur:
+                cur.execute(
+                    "SELECT session_id, version FROM projection_applied "
+                    f"WHERE name = {p} AND generation = {p} AND session_id IN ({marks})",
+                    [name, generation, *(self._to_db("uuid", sid) for sid in chunk)],
+                )
+                rows = cur.fetchall()
+            found.update({self._from_db("uuid", sid): int(v) for sid, v in rows})
+        return found
+
+    def fed_from_kafka(self, name: str, generation: int) -> bool:
+        p = self.placeholder
+        with self._reading() as cur:
+            cur.execute(
+                f"SELECT 1 FROM projection_applied WHERE name = {p} AND generation = {p} LIMIT 1",
+                (name, generation),
+            )
+            return cur.fetchone() is not None
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -372,6 +416,6 @@ class SQLViewStore(ABC):
         return self._rows(table, rows)
 
 
-def _chunks(items: Sequence[Key], size: int) -> Iterator[Sequence[Key]]:
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

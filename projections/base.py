@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from uuid import UUID
 
 from domain.ports import LogCursor, RecordedEvent
 
@@ -166,6 +168,16 @@ class Tracking:
 
 
 @dataclass(frozen=True, slots=True)
+class Applied:
+    """The last version of a session a Kafka-fed projection generation has applied."""
+
+    projection: str
+    generation: int
+    session_id: UUID
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProjectionStatus:
     name: str
     generation: int
@@ -175,6 +187,10 @@ class ProjectionStatus:
     """Events in the log after this projection's position (what it has still to apply)."""
     building: int | None = None
     """Generation being rebuilt, if a rebuild is under way."""
+    feed: Literal["log", "kafka"] = "log"
+    """Where the active generation's events come from. Kafka-fed views leave their log position
+    where their last rebuild put it, so ``lag_events`` counts from there; their real lag is
+    their consumer group's (``sessionstore projections status --kafka``)."""
 
 
 class ViewStore(Protocol):
@@ -213,10 +229,37 @@ class ViewStore(Protocol):
         self,
         writes: Sequence[tuple[Projection, int, Batch]],
         moves: Sequence[tuple[Tracking, LogCursor]],
+        applied: Sequence[Applied] = (),
     ) -> None:
-        """Write every batch's changes and move each tracking row from its old cursor to the
-        new one, all in one transaction. Raises ProjectionConflict (and writes nothing) if any
-        tracking row is no longer at its old cursor: another runner got there first."""
+        """Write every batch's changes, move each tracking row from its old cursor to the new
+        one and record ``applied`` session versions, all in one transaction. Raises
+        ProjectionConflict (and writes nothing) if any tracking row is no longer at its old
+        cursor: another runner got there first."""
+        ...
+
+    def applied_versions(
+        self, name: str, generation: int, session_ids: Sequence[UUID]
+    ) -> dict[UUID, int]:
+        """The last version of each session a Kafka-fed worker applied to this generation
+        (sessions it has not applied anything of are left out)."""
+        ...
+
+    def fed_from_kafka(self, name: str, generation: int) -> bool:
+        """Whether a Kafka-fed worker has applied anything to this generation."""
+        ...
+
+    def feed_lock(self) -> AbstractContextManager[None]:
+        """Mutual exclusion between Kafka-fed workers (in any process) for one read-apply-write
+        cycle: their partitions hold different sessions but share per-agent rows."""
         ...
 
     def close(self) -> None: ...
+
+
+def view_loader(store: ViewStore, name: str, generation: int) -> Loader:
+    """A ``Batch`` loader reading one generation of a projection's rows from ``store``."""
+
+    def load(table: Table, keys: Sequence[Key]) -> list[Row]:
+        return store.load(name, generation, table, keys)
+
+    return load

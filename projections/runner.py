@@ -16,9 +16,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
+from uuid import UUID
 
 from domain.errors import (
     ProjectionConflict,
+    ProjectionFedFromKafka,
     ProjectionOutdated,
     ProjectionTimeout,
     SchemaNotReady,
@@ -29,14 +31,12 @@ from domain.ports import EventLog, LogCursor
 from projections.base import (
     Batch,
     Key,
-    Loader,
     Projection,
     ProjectionStatus,
-    Row,
-    Table,
     Tracking,
     ViewStore,
     fingerprint,
+    view_loader,
 )
 
 Progress = Callable[[int], None]
@@ -89,13 +89,17 @@ class ProjectionRunner:
         return pinned if pinned is not None else self.store.active_generation(projection.name)
 
     def check_tables(self) -> None:
-        """Refuse to write into a generation built from other table declarations than ours."""
+        """Refuse to write into a generation built from other table declarations than ours, or
+        into one that Kafka-fed workers write (both would apply the same events)."""
         for projection in self.projections:
             if projection.name in self._pinned:
                 continue  # a rebuild's new generation is built from these very declarations
             stored = self.store.fingerprint(projection.name)
             if stored and stored != fingerprint(projection.tables):
                 raise ProjectionOutdated(projection.name)
+            generation = self.store.active_generation(projection.name)
+            if self.store.fed_from_kafka(projection.name, generation):
+                raise ProjectionFedFromKafka(projection.name, generation)
         self._checked = True
 
     def step(self) -> int:
@@ -115,7 +119,7 @@ class ProjectionRunner:
             if end <= cursor:
                 continue  # this one is ahead of the batch (it was rebuilt recently)
 
-            batch = Batch(projection.tables, self._loader(projection.name, generation))
+            batch = Batch(projection.tables, view_loader(self.store, projection.name, generation))
             topics = projection.topics
             pending = events if cursor == start else [e for e in events if e.cursor > cursor]
             relevant = [e for e in pending if e.event.topic in topics]
@@ -151,12 +155,6 @@ class ProjectionRunner:
             return False
         now = self.store.positions(list(self._used))
         return any(now[n][0] != g for n, g in self._used.items())
-
-    def _loader(self, name: str, generation: int) -> Loader:
-        def load(table: Table, keys: Sequence[Key]) -> list[Row]:
-            return self.store.load(name, generation, table, keys)
-
-        return load
 
     def catch_up(
         self, *, progress: Progress | None = None, stop: threading.Event | None = None
@@ -202,6 +200,9 @@ class ProjectionRunner:
                     cursor=cursor,
                     head=head,
                     lag_events=self.log.count_after(cursor),
+                    feed="kafka"
+                    if self.store.fed_from_kafka(projection.name, generation)
+                    else "log",
                 )
             )
         return out
@@ -222,13 +223,16 @@ def rebuild(
     generations = {p.name: store.start_generation(p) for p in chosen}
     runner = ProjectionRunner(log, store, chosen, batch_size=batch_size, generations=generations)
     applied = runner.catch_up(progress=progress)
-    for projection in chosen:
-        # Apply what arrived since the last read, then switch. Anything appended after this
-        # is applied by the live runner (or the next run) from the new generation's position.
-        applied += ProjectionRunner(
-            log, store, [projection], batch_size=batch_size, generations=generations
-        ).catch_up(progress=progress)
-        store.activate(projection, generations[projection.name])
+    # Kafka-fed workers hold the same lock while they apply: an event one of them applied to
+    # the old generation after this last catch-up would be lost with the old tables.
+    with store.feed_lock():
+        for projection in chosen:
+            # Apply what arrived since the last read, then switch. Anything appended after this
+            # is applied by the live runner (or the next run) from the new generation's position.
+            applied += ProjectionRunner(
+                log, store, [projection], batch_size=batch_size, generations=generations
+            ).catch_up(progress=progress)
+            store.activate(projection, generations[projection.name])
     return applied
 
 
@@ -242,18 +246,28 @@ def wait_for_position(
 ) -> None:
     """Read-your-writes: block until ``projection`` has applied the event at ``position``.
 
+    Log-fed views have then applied every event before it too. Kafka-fed views (which do not
+    move their log position) have applied that event's session up to its version.
     Raises ProjectionTimeout after ``timeout`` seconds. Polls with a short, growing interval."""
     target = log.cursor_of(position)
+    located: tuple[UUID, int] | None = None
     deadline = time.monotonic() + timeout
     interval = 0.001
     while True:
-        cursor = store.tracking(projection, store.active_generation(projection))
+        generation = store.active_generation(projection)
+        cursor = store.tracking(projection, generation)
         if target is None:
             # Not committed yet (or never existed): wait until a position beyond it is applied.
             if cursor.position >= position:
                 return
         elif cursor >= target:
             return
+        elif store.fed_from_kafka(projection, generation):
+            located = located or log.locate(position)
+            if located is not None:
+                sid, version = located
+                if store.applied_versions(projection, generation, [sid]).get(sid, 0) >= version:
+                    return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ProjectionTimeout(projection, position, cursor.position, timeout)

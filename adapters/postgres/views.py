@@ -17,6 +17,7 @@ from adapters.sql_views import Cursor, Reader, SQLViewStore
 from projections.base import ColumnType, Key, Table
 
 _DDL_LOCK = 0x5E55_1058  # serialises projection DDL (generations) across processes
+_FEED_LOCK = 0x5E55_1059  # one Kafka-fed worker at a time in a read-apply-write cycle
 
 
 def _json_text(value: Any) -> str:
@@ -66,6 +67,17 @@ class PostgresViewStore(SQLViewStore):
             if ddl:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
             yield cur
+
+    @contextmanager
+    def feed_lock(self) -> Iterator[None]:
+        # A session-level advisory lock on a connection held for the cycle (autocommit: no
+        # transaction stays open); if the process dies the connection closes and frees it.
+        with self._errors._translated(), self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_FEED_LOCK,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_FEED_LOCK,))
 
     @contextmanager
     def _reading(self) -> Iterator[Cursor]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 from typing import Any, ClassVar, Self
 from uuid import UUID
 
@@ -49,15 +52,39 @@ class SQLiteViewStore(SQLViewStore):
         "json": "TEXT",
     }
 
-    def __init__(self, datastore: SQLiteDatastore, *, where: str) -> None:
+    def __init__(
+        self, datastore: SQLiteDatastore, *, where: str, lock_path: Path | None = None
+    ) -> None:
         self.datastore = datastore
         self._known = {}
         self._reader_cache = {}
         self.where = where
+        self.lock_path = lock_path
+        self._thread_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings) -> Self:
-        return cls(open_datastore(settings), where=f"SQLite file {settings.sqlite_path}")
+        path = settings.sqlite_path
+        return cls(
+            open_datastore(settings),
+            where=f"SQLite file {path}",
+            lock_path=path.with_name(path.name + ".feed-lock"),
+        )
+
+    @contextmanager
+    def feed_lock(self) -> Iterator[None]:
+        # An advisory file lock beside the database (threads of this process queue on a mutex
+        # first: flock is per open file, not per thread); the OS frees it if the process dies.
+        if self.lock_path is None:
+            with self._thread_lock:
+                yield
+            return
+        with self._thread_lock, self.lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self.datastore.close()
