@@ -3,10 +3,10 @@
 Every command reads its settings when it runs (nothing connects at import time). Errors that
 sessionstore raises on purpose end the command with one red line on stderr and an exit code:
 1 for a bad request (unknown session, malformed id, unknown projection, ...), 2 for invalid
-settings (typer uses 2 for command-line usage errors too), 3 when the database fails or its
-schema is not ready, or a view did not catch up within a read-your-writes wait (the request was
-fine; the service side is behind, so a retry later may succeed); 4 when `audit verify` finds the
-log disagreeing with its hash chain or a checkpoint.
+settings (typer uses 2 for command-line usage errors too), 3 when the database or the Kafka
+brokers fail or the schema is not ready, or a view did not catch up within a read-your-writes
+wait (the request was fine; the service side is behind, so a retry later may succeed); 4 when
+`audit verify` finds the log disagreeing with its hash chain or a checkpoint.
 """
 
 from __future__ import annotations
@@ -56,7 +56,13 @@ from adapters.demo import DEFAULT_SESSIONS, MAX_SESSIONS, DemoSummary, run_demo
 from adapters.http.keys import KeyStore
 from adapters.settings import Settings, SettingsError, load_settings
 from domain.audit import diff, state_as_of
-from domain.errors import ProjectionTimeout, SessionNotFound, SessionStoreError, StorageError
+from domain.errors import (
+    BrokerUnavailable,
+    ProjectionTimeout,
+    SessionNotFound,
+    SessionStoreError,
+    StorageError,
+)
 from domain.ports import LOG_START, EventLog, RecordedEvent
 from domain.session import Session, SessionStatus
 from domain.store import SessionStore, parse_session_id, utc_now
@@ -94,8 +100,8 @@ EXIT_REQUEST = 1
 EXIT_SETTINGS = 2
 """A SESSIONSTORE_* variable is invalid (typer exits with 2 on usage errors as well)."""
 EXIT_STORAGE = 3
-"""The database failed, cannot be reached, has no (current) schema, or holds an unreadable row;
-or a view did not reach a position within a read-your-writes wait (ProjectionTimeout)."""
+"""The database or the Kafka brokers failed or cannot be reached, the schema is not current, a
+row is unreadable, or a view did not reach a position within a read-your-writes wait."""
 
 app = typer.Typer(
     name="sessionstore",
@@ -474,25 +480,87 @@ def cleanup(
 
 
 @projections_app.command("status")
-def projections_status(as_json: JsonOption = False) -> None:
+def projections_status(
+    as_json: JsonOption = False,
+    kafka: Annotated[
+        bool,
+        typer.Option(
+            "--kafka",
+            help="Also show the Kafka-fed workers' consumer group lag per partition (asks the "
+            "brokers).",
+        ),
+    ] = False,
+) -> None:
     """Show each view's generation, log position, the log head and the lag (events to apply)."""
-    with _reported_errors(), _opened() as (_settings, log, views):
+    from adapters.kafka.worker import PartitionLag, group_lag
+
+    lags: list[PartitionLag] = []
+    with _reported_errors(), _opened() as (settings, log, views):
         statuses = ProjectionRunner(log, views, all_projections()).status()
+        if kafka:
+            lags = group_lag(settings)
     if as_json:
-        _print_json([_status_json(s) for s in statuses])
-    else:
-        _console().print(status_table(statuses))
+        out: Any = [_status_json(s) for s in statuses]
+        if kafka:
+            out = {
+                "projections": out,
+                "kafka": {
+                    "topic": settings.kafka_topic,
+                    "group": settings.kafka_group_id,
+                    "partitions": [_dataclass_json(p) | {"lag": p.lag} for p in lags],
+                    "lag": sum(p.lag for p in lags),
+                },
+            }
+        _print_json(out)
+        return
+    console = _console()
+    console.print(status_table(statuses))
+    if kafka:
+        table = Table(
+            title=f"Kafka group {settings.kafka_group_id}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+        )
+        for header in ("partition", "committed", "end", "lag"):
+            table.add_column(header, justify="right")
+        for p in lags:
+            style = "green" if p.lag == 0 else "yellow"
+            committed = "-" if p.committed is None else str(p.committed)
+            table.add_row(str(p.partition), committed, str(p.end), Text(str(p.lag), style=style))
+        console.print(table)
+        console.print(f"total lag: {sum(p.lag for p in lags)} messages", soft_wrap=True)
+
+
+class Source(StrEnum):
+    """Where ``projections run`` reads events from."""
+
+    LOG = "log"
+    KAFKA = "kafka"
 
 
 @projections_app.command("run")
 def projections_run(
-    once: Annotated[bool, typer.Option("--once", help="Catch up with the log, then exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Catch up (with the log or the topic), then exit.")
+    ] = False,
+    source: Annotated[
+        Source,
+        typer.Option(
+            "--source",
+            help="log: read the event log (one runner). kafka: consume the relay's topic in "
+            "the consumer group SESSIONSTORE_KAFKA_GROUP_ID (run several to share partitions).",
+        ),
+    ] = Source.LOG,
 ) -> None:
-    """Apply the log to every view: catch up, then keep applying new events until Ctrl-C."""
+    """Apply events to every view: catch up, then keep applying new events until Ctrl-C."""
+    if source is Source.KAFKA:
+        _run_kafka_projector(once)
+        return
     out = _console()
     stop = threading.Event()
     with _reported_errors(), _opened() as (settings, log, views), _stopped_by_signals(stop):
         runner = ProjectionRunner(log, views, all_projections())
+        runner.check_tables()  # refuses outdated or Kafka-fed views before any progress bar
         behind = log.count_after(min(s.cursor for s in runner.status()))
         with _progress_bar(out) as bar:
             task = bar.add_task("catching up", total=behind)
@@ -1123,7 +1191,7 @@ def _reported_errors() -> Iterator[None]:
         _fail(str(e), EXIT_SETTINGS)
     except (StorageError, CodecError) as e:
         _fail(str(e), EXIT_STORAGE)
-    except ProjectionTimeout as e:
+    except (ProjectionTimeout, BrokerUnavailable) as e:
         _fail(e.message, EXIT_STORAGE)
     except SessionStoreError as e:
         _fail(e.message, EXIT_REQUEST)
@@ -1365,11 +1433,17 @@ def _aborted(call_ids: tuple[str, ...]) -> str:
 
 def status_table(statuses: Sequence[ProjectionStatus]) -> Table:
     table = Table(title="Projections", title_justify="left", box=box.SIMPLE_HEAD)
-    for header in ("projection", "generation", "position", "head", "lag"):
-        table.add_column(header, justify="left" if header == "projection" else "right")
+    kafka = any(s.feed == "kafka" for s in statuses)
+    headers = ("projection", "generation", "position", "head", "lag") + (("feed",) if kafka else ())
+    for header in headers:
+        table.add_column(header, justify="left" if header in {"projection", "feed"} else "right")
     for s in statuses:
-        lag = Text(str(s.lag_events), style="green" if s.lag_events == 0 else "yellow")
-        table.add_row(s.name, str(s.generation), str(s.cursor.position), str(s.head.position), lag)
+        if s.feed == "kafka":  # the log position is the last rebuild's; the group has the lag
+            lag = Text("see --kafka", style="dim")
+        else:
+            lag = Text(str(s.lag_events), style="green" if s.lag_events == 0 else "yellow")
+        row: list[str | Text] = [s.name, str(s.generation), str(s.cursor.position)]
+        table.add_row(*row, str(s.head.position), lag, *((s.feed,) if kafka else ()))
     return table
 
 
@@ -1414,6 +1488,7 @@ def _status_json(s: ProjectionStatus) -> dict[str, Any]:
         "tx": s.cursor.tx,
         "head": s.head.position,
         "lag": s.lag_events,
+        "feed": s.feed,
     }
 
 
@@ -1728,6 +1803,146 @@ def _seconds(value: datetime) -> str:
 def _time(value: datetime, *, date: bool = False) -> str:
     fmt = "%Y-%m-%d %H:%M:%S.%f" if date else "%H:%M:%S.%f"
     return value.astimezone(UTC).strftime(fmt)[:-3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Kafka: the relay and the Kafka-fed projector
+
+relay_app = typer.Typer(
+    help="Publish the event log to Kafka (run without a subcommand to start the relay).",
+    invoke_without_command=True,
+)
+app.add_typer(relay_app, name="relay")
+
+
+def _configure_logging() -> None:
+    """Long-running commands log with timestamps; kafka-python's own chatter only when bad."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+@relay_app.callback()
+def relay(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="Publish what the log has now, then exit.")
+    ] = False,
+) -> None:
+    """Follow the event log and produce every event to SESSIONSTORE_KAFKA_TOPIC (acks=all;
+    the position moves only after the brokers acknowledged). Keeps retrying while the brokers
+    are down; resumes from its saved position after a crash."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from adapters.kafka.relay import Relay, relay_positions
+
+    out = _console()
+    stop = threading.Event()
+    with _reported_errors(), _opened() as (settings, log, _views), _stopped_by_signals(stop):
+        relay = Relay(log, relay_positions(settings, log), settings)
+        try:
+            where = f"topic {relay.topic} on {settings.kafka_bootstrap_servers}"
+            if once:
+                relay.connect()
+                published = relay.catch_up(stop)
+                status = relay.status()
+                out.print(
+                    f"published {published} events to {where}; position "
+                    f"{status.cursor.position}, lag {status.lag_events}",
+                    soft_wrap=True,
+                )
+                return
+            _configure_logging()
+            out.print(
+                f"relaying {settings.redacted_url()} to {where} (Ctrl-C to stop)", soft_wrap=True
+            )
+            waiter = open_waiter(settings, stop)
+            try:
+                relay.run(stop, waiter, report=lambda line: out.print(line, soft_wrap=True))
+            finally:
+                waiter.close()
+            status = relay.status()
+            out.print(
+                f"stopped: position {status.cursor.position}, lag {status.lag_events}",
+                soft_wrap=True,
+            )
+        finally:
+            relay.close()
+
+
+@relay_app.command("status")
+def relay_status(as_json: JsonOption = False) -> None:
+    """The relay's saved position, the log head and how many events wait to be published."""
+    from adapters.kafka.relay import Relay, relay_positions
+
+    with _reported_errors(), _opened() as (settings, log, _views):
+        status = Relay(log, relay_positions(settings, log), settings).status()
+    if as_json:
+        _print_json(
+            {
+                "topic": status.topic,
+                "position": status.cursor.position,
+                "head": status.head.position,
+                "lag_events": status.lag_events,
+                "published": status.published,
+                "updated_at": None
+                if status.updated_at is None
+                else to_jsonable_python(status.updated_at),
+            }
+        )
+        return
+    table = Table(box=box.SIMPLE)
+    for column in ("topic", "position", "log head", "lag (events)", "published", "updated"):
+        table.add_column(column)
+    table.add_row(
+        status.topic,
+        str(status.cursor.position),
+        str(status.head.position),
+        str(status.lag_events),
+        str(status.published),
+        "never" if status.updated_at is None else _seconds(status.updated_at),
+    )
+    _console().print(table)
+
+
+def _run_kafka_projector(once: bool) -> None:
+    from adapters.kafka.worker import KafkaProjectionWorker
+    from projections.feed import DeliveredFeed
+
+    out = _console()
+    stop = threading.Event()
+    with _reported_errors(), _opened() as (settings, log, views), _stopped_by_signals(stop):
+        worker = KafkaProjectionWorker(DeliveredFeed(log, views, all_projections()), settings)
+        where = (
+            f"topic {settings.kafka_topic} on {settings.kafka_bootstrap_servers} "
+            f"(group {settings.kafka_group_id})"
+        )
+        try:
+            if once:
+                worker.catch_up(stop)
+                out.print(f"caught up with {where}: {_worker_stats(worker)}", soft_wrap=True)
+                return
+            _configure_logging()
+            out.print(
+                f"applying {where} to the views of {settings.redacted_url()} (Ctrl-C to stop)",
+                soft_wrap=True,
+            )
+            worker.run(stop, report=lambda line: out.print(line, soft_wrap=True))
+            out.print(f"stopped: {_worker_stats(worker)}", soft_wrap=True)
+        finally:
+            worker.close()
+
+
+def _worker_stats(worker: Any) -> str:
+    s = worker.stats
+    return (
+        f"{s.received} messages received, {s.applied} events applied, {s.duplicates} "
+        f"duplicates skipped, {s.healed} read from the log to fill gaps, {s.dead_lettered} "
+        f"dead-lettered; partitions {sorted(s.partitions)}"
+    )
 
 
 if __name__ == "__main__":

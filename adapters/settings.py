@@ -13,6 +13,8 @@ from domain.store import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_JSON_BYTES, Limi
 
 DEFAULT_DATABASE_URL = "sqlite:///sessionstore.db"
 Backend = Literal["memory", "sqlite", "postgres"]
+_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+"""Kafka's rule for topic names."""
 
 
 class SettingsError(ValueError):
@@ -42,6 +44,34 @@ class Settings(BaseSettings):
     """Largest HTTP request body; a larger one is refused with 413 before it is parsed."""
     http_wait_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
     """Longest a read with ``min_position`` waits for the view before answering 503."""
+    kafka_bootstrap_servers: Annotated[str, Field(min_length=1)] = "127.0.0.1:9092"
+    """Comma-separated ``host:port`` list of Kafka brokers (relay and Kafka-fed projector)."""
+    kafka_topic: Annotated[str, Field(pattern=_TOPIC)] = "sessionstore.events"
+    """Topic the relay produces every event to, keyed by session id."""
+    kafka_dead_letter_topic: Annotated[str, Field(pattern=_TOPIC)] = (
+        "sessionstore.events.dead-letter"
+    )
+    """Where the Kafka-fed projector puts messages it cannot read (with the reason in headers)."""
+    kafka_group_id: Annotated[str, Field(min_length=1, max_length=200)] = "sessionstore-projections"
+    """Consumer group of the Kafka-fed projection workers (they share the topic's partitions)."""
+    kafka_client_id: Annotated[str, Field(min_length=1, max_length=200)] = "sessionstore"
+    kafka_topic_partitions: Annotated[int, Field(ge=1, le=10_000)] = 6
+    """Partitions the relay creates the topic with when it does not exist yet."""
+    kafka_replication_factor: Annotated[int, Field(ge=1, le=10)] = 1
+    """Replication factor the relay creates the topic with (3 on a production cluster)."""
+    kafka_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """How long a Kafka client waits for the brokers (bootstrap, metadata, acknowledgements)
+    before the relay or worker reports them unavailable and backs off."""
+    kafka_session_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    """Consumer group session timeout of the Kafka-fed workers: a worker silent this long is
+    dropped from the group and its partitions go to the others (heartbeats every third)."""
+    kafka_fetch_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
+    """Longest a Kafka-fed worker's fetch waits at the broker for new messages (Apache Kafka
+    answers as soon as there is one; some brokers wait this long: it bounds the added lag)."""
+    kafka_max_poll_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    """Most messages a Kafka-fed worker applies in one view transaction."""
+    relay_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Events the relay reads from the log and produces per acknowledged batch."""
 
     @field_validator("database_url")
     @classmethod

@@ -248,3 +248,34 @@ class ImportRejected(SessionStoreError):
     def __init__(self, line: int, reason: str) -> None:
         super().__init__(f"line {line}: {reason}", line=line, reason=reason)
         self.line, self.reason = line, reason
+
+
+class ProjectionFedFromKafka(SessionStoreError):
+    """A log-fed runner was started on views that Kafka-fed workers write: both applying the
+    same events would count them twice. Run one kind of feed (or rebuild to switch)."""
+
+    code = "projection-fed-from-kafka"
+
+    def __init__(self, projection: str, generation: int) -> None:
+        super().__init__(
+            f"projection {projection} (generation {generation}) is fed from Kafka "
+            "(`sessionstore projections run --source kafka`); a log-fed runner would apply events "
+            "twice. Stop the Kafka-fed workers and run `sessionstore projections rebuild` to "
+            "switch back to the log",
+            projection=projection,
+            generation=generation,
+        )
+        self.projection, self.generation = projection, generation
+
+
+class BrokerUnavailable(SessionStoreError):
+    """The Kafka brokers cannot be reached (or did not acknowledge in time)."""
+
+    code = "broker-unavailable"
+
+    def __init__(self, bootstrap_servers: str, detail: str) -> None:
+        super().__init__(
+            f"Kafka brokers {bootstrap_servers} unavailable: {detail}",
+            bootstrap_servers=bootstrap_servers,
+        )
+        self.bootstrap_servers = bootstrap_servers

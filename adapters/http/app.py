@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import audit
 from adapters.bootstrap import open_log, open_queries, open_views
-from adapters.http.keys import KeyStore, Principal, SQLRunner
+from adapters.http.keys import KeyStore, Principal
 from adapters.http.problems import (
     MEDIA_TYPE,
     Problem,
@@ -49,6 +49,7 @@ from adapters.http.problems import (
     status_of,
 )
 from adapters.settings import Settings, load_settings
+from adapters.sql_log import SQLRunner
 from domain.audit import state_as_of
 from domain.commands import (
     AddMessage,
@@ -64,6 +65,7 @@ from domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidInput,
+    ProjectionFedFromKafka,
     ProjectionTimeout,
     SessionNotFound,
     SessionStoreError,
@@ -246,6 +248,10 @@ class ProjectionOut(BaseModel):
     head: int
     lag_events: int
     building: int | None
+    feed: Literal["log", "kafka"] = Field(
+        description="Where the view's events come from; a Kafka-fed view's lag is its consumer "
+        "group's (`sessionstore projections status --kafka`), not lag_events"
+    )
 
 
 class RebuildOut(BaseModel):
@@ -1059,6 +1065,7 @@ def _projection_out(status: ProjectionStatus) -> ProjectionOut:
         head=status.head.position,
         lag_events=status.lag_events,
         building=status.building,
+        feed=status.feed,
     )
 
 
@@ -1466,6 +1473,9 @@ def _start_projector(ctx: Context) -> threading.Thread:
         while not ctx.stop.is_set():
             try:
                 runner.run(ctx.stop, nudge, poll_interval=PROJECTOR_POLL_SECONDS)
+            except ProjectionFedFromKafka as e:
+                logger.error("embedded projector off: %s (serve with --no-projector)", e.message)
+                return
             except (StorageError, CodecError):
                 logger.exception("embedded projector failed; retrying")
                 ctx.stop.wait(PROJECTOR_POLL_SECONDS)

@@ -436,6 +436,7 @@ def test_projection_status_and_rebuild(api: Api) -> None:
     statuses = api.get("/v1/projections").json()
     assert {s["name"] for s in statuses} == {"session_state", "transcript", "metrics", "cleanup"}
     assert all(s["head"] >= created["position"] for s in statuses)
+    assert {s["feed"] for s in statuses} == {"log"}
     before = next(s for s in statuses if s["name"] == "metrics")["generation"]
     rebuilt = api.post("/v1/projections/metrics/rebuild", role="admin")
     assert rebuilt.status_code == 200

@@ -1,0 +1,366 @@
+"""The relay: publishes the event log to a Kafka topic, at least once, in per-session order.
+
+It reads the log in global order after its saved position, produces each event (key = session
+id, see ``adapters.kafka.messages``) with ``acks=all`` and the idempotent producer, waits until
+the brokers acknowledged the whole batch, and only then moves its position
+(``relay_positions``). Nothing in the request path talks to Kafka: appends only write the log,
+so there is no dual write. If the relay dies between the acknowledgement and saving its
+position it publishes those events again on restart (consumers deduplicate by event id /
+session version). If the brokers are unreachable it backs off (exponentially, with jitter, up to
+``max_backoff``) and retries from the saved position, reporting its lag; it never skips events.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from adapters.kafka.messages import encode
+from adapters.settings import Settings
+from adapters.sql_log import SQLRunner
+from domain.errors import BrokerUnavailable, SessionStoreError
+from domain.ports import LOG_START, EventLog, LogCursor
+from projections.runner import Waiter
+
+log = logging.getLogger("sessionstore.relay")
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPosition:
+    topic: str
+    cursor: LogCursor
+    published: int
+    """Events acknowledged by the brokers since the relay started on this topic (counting
+    re-publications after a crash)."""
+    updated_at: datetime | None
+
+
+class RelayPositionMoved(SessionStoreError):
+    """Another relay moved this topic's position meanwhile (two relays on one topic)."""
+
+    code = "relay-position-moved"
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"relay position of topic {topic} moved under us: is a second relay running on it?",
+            topic=topic,
+        )
+
+
+class RelayPositions:
+    """Where each topic's relay has got to, in the store's own database (memory when none)."""
+
+    def __init__(self, db: SQLRunner | None) -> None:
+        self._db = db
+        self._memory: dict[str, RelayPosition] = {}
+        self._lock = threading.Lock()
+
+    def get(self, topic: str) -> RelayPosition:
+        if self._db is None:
+            with self._lock:
+                return self._memory.get(topic, RelayPosition(topic, LOG_START, 0, None))
+        p = self._db.placeholder
+        rows = self._db._raw(
+            f"SELECT tx, position, published, updated_at FROM relay_positions WHERE topic = {p}",
+            [topic],
+        )
+        if not rows:
+            return RelayPosition(topic, LOG_START, 0, None)
+        tx, position, published, updated = rows[0]
+        when = datetime.fromisoformat(updated) if isinstance(updated, str) else updated
+        return RelayPosition(topic, LogCursor(int(tx), int(position)), int(published), when)
+
+    def advance(self, old: RelayPosition, cursor: LogCursor, events: int) -> RelayPosition:
+        """Move from ``old`` to ``cursor`` (compare-and-set: RelayPositionMoved if another
+        relay moved it first)."""
+        new = RelayPosition(old.topic, cursor, old.published + events, None)
+        if self._db is None:
+            with self._lock:
+                current = self._memory.get(old.topic, RelayPosition(old.topic, LOG_START, 0, None))
+                if current.cursor != old.cursor:
+                    raise RelayPositionMoved(old.topic)
+                self._memory[old.topic] = new
+            return new
+        p = self._db.placeholder
+        if old.updated_at is None and old.cursor == LOG_START:
+            self._db._write(
+                "INSERT INTO relay_positions (topic, tx, position, published) "
+                f"VALUES ({p}, 0, 0, 0) ON CONFLICT (topic) DO NOTHING",
+                [old.topic],
+            )
+        rows = self._db._write_returning(
+            f"UPDATE relay_positions SET tx = {p}, position = {p}, published = published + {p}, "
+            f"updated_at = {p} WHERE topic = {p} AND tx = {p} AND position = {p} "
+            "RETURNING topic",
+            [
+                cursor.tx,
+                cursor.position,
+                events,
+                datetime.now(UTC).isoformat(),
+                old.topic,
+                old.cursor.tx,
+                old.cursor.position,
+            ],
+        )
+        if not rows:
+            raise RelayPositionMoved(old.topic)
+        return self.get(old.topic)
+
+
+def relay_positions(settings: Settings, log: EventLog) -> RelayPositions:
+    """Relay positions in the store's database (in this process for ``memory://``)."""
+    if settings.backend == "memory":
+        return RelayPositions(None)
+    return RelayPositions(cast("SQLRunner", log))
+
+
+class Producer(Protocol):
+    """The part of kafka-python's KafkaProducer the relay uses."""
+
+    def send(self, topic: str, *, key: bytes, value: bytes, headers: list[Any]) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+def kafka_config(settings: Settings) -> dict[str, Any]:
+    """Client settings every sessionstore Kafka client shares."""
+    timeout_ms = int(settings.kafka_timeout_seconds * 1000)
+    return {
+        "bootstrap_servers": [s.strip() for s in settings.kafka_bootstrap_servers.split(",")],
+        "client_id": settings.kafka_client_id,
+        "request_timeout_ms": timeout_ms,
+        "bootstrap_timeout_ms": timeout_ms,
+        "reconnect_backoff_max_ms": 2000,
+    }
+
+
+def open_producer(settings: Settings, **overrides: Any) -> Producer:
+    """An acks=all, idempotent producer; BrokerUnavailable if no broker answers."""
+
+    timeout_ms = int(settings.kafka_timeout_seconds * 1000)
+    config = {
+        **kafka_config(settings),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "max_block_ms": timeout_ms,
+        "delivery_timeout_ms": max(timeout_ms * 3, timeout_ms + 1000),
+    } | overrides
+    try:
+        producer: Producer = KafkaProducer(**config)
+    except KafkaError as e:
+        raise BrokerUnavailable(settings.kafka_bootstrap_servers, str(e)) from e
+    return producer
+
+
+def ensure_topic(settings: Settings, topic: str) -> bool:
+    """Create ``topic`` (with the configured partitions and replication) unless it exists;
+    returns whether it was created. BrokerUnavailable if no broker answers."""
+
+    try:
+        admin = KafkaAdminClient(**kafka_config(settings))
+    except KafkaError as e:
+        raise BrokerUnavailable(settings.kafka_bootstrap_servers, str(e)) from e
+    try:
+        if topic in admin.list_topics():
+            return False
+        admin.create_topics(
+            [
+                NewTopic(
+                    topic,
+                    num_partitions=settings.kafka_topic_partitions,
+                    replication_factor=settings.kafka_replication_factor,
+                )
+            ]
+        )
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    except KafkaError as e:
+        raise BrokerUnavailable(settings.kafka_bootstrap_servers, str(e)) from e
+    finally:
+        admin.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStatus:
+    topic: str
+    cursor: LogCursor
+    head: LogCursor
+    lag_events: int
+    published: int
+    updated_at: datetime | None
+
+
+class Relay:
+    """Follows the log and publishes it; see the module docstring."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        positions: RelayPositions,
+        settings: Settings,
+        *,
+        producer_factory: Callable[[], Producer] | None = None,
+        topic: str | None = None,
+        batch_size: int | None = None,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.log = log
+        self.positions = positions
+        self.settings = settings
+        self.topic = topic or settings.kafka_topic
+        self.batch_size = batch_size or settings.relay_batch_size
+        self.max_backoff = max_backoff
+        self._factory = producer_factory or (lambda: open_producer(settings))
+        self._producer: Producer | None = None
+        self._topic_checked = False
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.settings.kafka_bootstrap_servers
+
+    def status(self) -> RelayStatus:
+        position = self.positions.get(self.topic)
+        return RelayStatus(
+            topic=self.topic,
+            cursor=position.cursor,
+            head=self.log.head(),
+            lag_events=self.log.count_after(position.cursor),
+            published=position.published,
+            updated_at=position.updated_at,
+        )
+
+    def connect(self) -> None:
+        """Reach the brokers now (create the topic if needed): BrokerUnavailable if none
+        answers. Publishing connects by itself; this is for failing early at start."""
+        try:
+            self._connect()
+        except BrokerUnavailable:
+            self._drop_producer()
+            raise
+
+    def _connect(self) -> Producer:
+        if self._producer is None:
+            if not self._topic_checked:
+                if ensure_topic(self.settings, self.topic):
+                    log.info("created topic %s", self.topic)
+                self._topic_checked = True
+            self._producer = self._factory()
+        return self._producer
+
+    def _drop_producer(self) -> None:
+        """After a failure: start over with a new producer (and re-check the topic)."""
+        producer, self._producer = self._producer, None
+        self._topic_checked = False
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception as e:  # noqa: BLE001 - closing a broken client may fail any way
+                log.debug("closing the producer failed: %s", e)
+
+    def step(self) -> int:
+        """Publish one batch; returns how many events were acknowledged (0: nothing new).
+
+        BrokerUnavailable if the brokers did not acknowledge the whole batch (the position
+        has not moved; the next step sends the batch again)."""
+        position = self.positions.get(self.topic)
+        events = self.log.read_log(position.cursor, limit=self.batch_size)
+        if not events:
+            return 0
+        try:
+            producer = self._connect()
+            futures = []
+            for recorded in events:
+                message = encode(recorded)
+                futures.append(
+                    producer.send(
+                        self.topic, key=message.key, value=message.value, headers=message.headers
+                    )
+                )
+            producer.flush(timeout=self.settings.kafka_timeout_seconds * 4)
+            for future in futures:
+                if not future.is_done:
+                    msg = "the brokers did not acknowledge in time"
+                    raise BrokerUnavailable(self.bootstrap_servers, msg)
+                if future.failed():
+                    raise BrokerUnavailable(self.bootstrap_servers, str(future.exception))
+        except BrokerUnavailable:
+            self._drop_producer()
+            raise
+        except Exception as e:
+            if not isinstance(e, KafkaError):
+                raise
+            self._drop_producer()
+            raise BrokerUnavailable(self.bootstrap_servers, str(e)) from e
+        self.positions.advance(position, events[-1].cursor, len(events))
+        return len(events)
+
+    def catch_up(self, stop: threading.Event | None = None) -> int:
+        """Publish everything the log has now (BrokerUnavailable stops it)."""
+        total = 0
+        while stop is None or not stop.is_set():
+            n = self.step()
+            if n == 0:
+                break
+            total += n
+        return total
+
+    def run(
+        self,
+        stop: threading.Event,
+        waiter: Waiter,
+        *,
+        poll_interval: float = 0.5,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        """Live: publish, wait for news, repeat until ``stop``; back off while brokers are down."""
+        say = report or log.info
+        delay = 0.0
+        published = 0
+        last_report = time.monotonic()
+        while not stop.is_set():
+            try:
+                self.connect()
+                n = self.catch_up(stop)
+            except BrokerUnavailable as e:
+                delay = min(self.max_backoff, max(0.2, delay * 2))
+                wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+                lag = self.log.count_after(self.positions.get(self.topic).cursor)
+                say(f"{e.message}; {lag} events waiting; retrying in {wait:.1f} s")
+                stop.wait(wait)
+                continue
+            except RelayPositionMoved as e:
+                say(e.message)
+                continue
+            if delay:
+                say(f"brokers {self.bootstrap_servers} reachable again; publishing resumed")
+                delay = 0.0
+            published += n
+            if published and time.monotonic() - last_report >= 10:
+                status = self.status()
+                say(
+                    f"published {published} events; position {status.cursor.position}, "
+                    f"lag {status.lag_events}"
+                )
+                published, last_report = 0, time.monotonic()
+            if n == 0:
+                waiter.wait(poll_interval)
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=self.settings.kafka_timeout_seconds)
