@@ -55,7 +55,8 @@ bench: venv ## benchmarks beside their baselines (needs PostgreSQL; prints a mar
 	$(BIN)/python bench/append.py --url "$$url"; \
 	$(BIN)/python bench/views_bench.py --url "$$url"; \
 	$(BIN)/python bench/queries_bench.py --url "$$url"; \
-	$(BIN)/python bench/http_bench.py --url "$$url"
+	$(BIN)/python bench/http_bench.py --url "$$url"; \
+	$(BIN)/python bench/kafka_bench.py --url "$$url"
 
 fmt: venv ## apply ruff's fixes and formatting (reports what it cannot fix)
 	$(BIN)/ruff check --fix --exit-zero .
