@@ -8,11 +8,13 @@ Measures, in one run on one machine, against a Tansu broker started here (or --k
    producer, waiting for the acknowledgements, saving its position), beside the raw kafka-python
    producer with the same settings sending the same messages, encoded beforehand, to another
    fresh topic, then flushing. Runs alternate; the medians are reported, with the range.
-2. end-to-end lag append -> visible in the views at a steady rate, through the relay and the
-   Kafka-fed projection worker (threads of this process), beside the log-fed projection runner
-   (LISTEN/NOTIFY) on another fresh schema in the same run: p50, p95, p99 and max, as seen by a
-   thread polling the ``session_state`` view (1 ms sleep between queries; the report gives the
-   mean poll period). For the Kafka path, also the part up to the relay's saved position.
+2. end-to-end lag append -> visible in the views at a steady rate, through ``sessionstore relay``
+   and ``sessionstore projections run --source kafka`` (each its own process, as deployed),
+   beside ``sessionstore projections run`` (log-fed, LISTEN/NOTIFY) on another fresh schema in
+   the same run: p50, p95, p99 and max, as seen by a thread polling the ``session_state`` view
+   (1 ms sleep between queries; the report gives the mean poll period). For the Kafka path, also
+   the part up to the relay's saved position (moved after the brokers' acknowledgements), seen by
+   the same poller.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ import logging
 import os
 import pstats
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -42,24 +45,17 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))  # the other benchmarks
 from append import CONTENT, machine, percentile
 from views_bench import generate
 
-from adapters.bootstrap import build_store, migrate, open_log, open_views, open_waiter
+from adapters.bootstrap import build_store, migrate, open_log
 from adapters.kafka.messages import Message, encode
 from adapters.kafka.relay import (
     Relay,
-    RelayPosition,
-    RelayPositions,
     ensure_topic,
     open_producer,
     relay_positions,
 )
-from adapters.kafka.worker import KafkaProjectionWorker, open_consumer
 from adapters.settings import Settings, load_settings
-from adapters.sql_log import SQLRunner
 from domain.ports import LOG_START, EventLog, LogCursor
 from domain.store import SessionStore
-from projections import all_projections
-from projections.feed import DeliveredFeed
-from projections.runner import ProjectionRunner
 from tests.kafka_broker import TansuBroker
 
 START = time.perf_counter()
@@ -191,7 +187,8 @@ def throughput(settings: Settings, log: EventLog, batches: list[int], runs: int)
 
 class ViewPoller:
     """Polls ``session_state`` for the given sessions (sleeping ``interval`` between queries)
-    and records when each (session, version) was first visible."""
+    and records when each (session, version) was first visible, and when the relay's saved
+    position (moved after the brokers' acknowledgements) moved."""
 
     def __init__(self, settings: Settings, sessions: list[uuid.UUID], interval: float) -> None:
         self.conn = psycopg.connect(settings.database_url, autocommit=True)
@@ -202,6 +199,7 @@ class ViewPoller:
         self.interval = interval
         self.latest: dict[uuid.UUID, int] = dict.fromkeys(sessions, 0)
         self.seen: dict[tuple[uuid.UUID, int], float] = {}
+        self.relay_moves: list[tuple[float, LogCursor]] = []
         self.polls = 0
         self.started = self.stopped = 0.0
         self._stop = threading.Event()
@@ -213,10 +211,16 @@ class ViewPoller:
     def _loop(self) -> None:
         self.started = time.perf_counter()
         query = "SELECT session_id, version FROM session_state WHERE session_id = ANY(%s)"
+        relay = "SELECT max(tx), max(position) FROM relay_positions"
         while not self._stop.is_set():
             # The time before the query: the snapshot it reads is taken just after.
             at = time.perf_counter()
             rows = self.conn.execute(query, (self.sessions,), prepare=True).fetchall()
+            moved = self.conn.execute(relay, prepare=True).fetchone()
+            if moved and moved[0] is not None:
+                cursor = LogCursor(moved[0], moved[1])
+                if not self.relay_moves or self.relay_moves[-1][1] != cursor:
+                    self.relay_moves.append((at, cursor))
             self.polls += 1
             for sid, version in rows:
                 for v in range(self.latest[sid] + 1, version + 1):
@@ -225,9 +229,12 @@ class ViewPoller:
             time.sleep(self.interval)
         self.stopped = time.perf_counter()
 
-    def wait_for(self, wanted: dict[uuid.UUID, int], timeout: float) -> bool:
+    def wait_for(
+        self, wanted: dict[uuid.UUID, int], timeout: float, projecting: Projecting
+    ) -> bool:
         deadline = time.monotonic() + timeout
         while any(self.latest[sid] < v for sid, v in wanted.items()):
+            projecting.check()
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -278,67 +285,65 @@ def pooled(runs: list[Lag]) -> Lag:
     )
 
 
-class TimedPositions(RelayPositions):
-    """Relay positions that also note when each move was saved (after the brokers' acks)."""
-
-    def __init__(self, db: SQLRunner) -> None:
-        super().__init__(db)
-        self.moves: list[tuple[float, LogCursor]] = []
-
-    def advance(self, old: RelayPosition, cursor: LogCursor, events: int) -> RelayPosition:
-        moved = super().advance(old, cursor, events)
-        self.moves.append((time.perf_counter(), cursor))
-        return moved
-
-
 @dataclass
 class Projecting:
-    """Projection threads started for a lag run: how to stop them, and the relay's moves."""
+    """Projector processes started for a lag run."""
 
-    stop: list[Callable[[], None]]
-    relay_moves: list[tuple[float, LogCursor]] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]]
+
+    def check(self) -> None:
+        """RuntimeError if a projector process has exited (it should run until stopped)."""
+        for process in self.processes:
+            if process.poll() is not None:
+                msg = f"{process.args!r} exited with {process.returncode}"
+                raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()  # SIGTERM: the CLI finishes its batch and exits
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-Projector = Callable[[Settings, threading.Event], Projecting]
+Projector = Callable[[Settings], Projecting]
+
+SESSIONSTORE = [sys.executable, "-m", "adapters.cli"]
+KAFKA_PATH = [["relay"], ["projections", "run", "--source", "kafka"]]
+LOG_PATH = [["projections", "run"]]
 
 
-def kafka_projector(fetch_wait_ms: int | None) -> Projector:
-    """The relay and the Kafka-fed worker, each in a thread."""
+def env_of(settings: Settings) -> dict[str, str]:
+    """The settings as SESSIONSTORE_* variables, for a CLI process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTORE_")}
+    for name, value in settings.model_dump().items():
+        env[f"SESSIONSTORE_{name.upper()}"] = str(value)
+    return env
 
-    def start(settings: Settings, stop: threading.Event) -> Projecting:
-        ensure_topic(settings, settings.kafka_topic)  # the worker's group is assigned at once
-        relay_log, feed_log, views = open_log(settings), open_log(settings), open_views(settings)
-        positions = TimedPositions(cast("SQLRunner", relay_log))
-        relay = Relay(relay_log, positions, settings)
-        waiter = open_waiter(settings, stop)
-        overrides = {} if fetch_wait_ms is None else {"fetch_max_wait_ms": fetch_wait_ms}
-        worker = KafkaProjectionWorker(
-            DeliveredFeed(feed_log, views, all_projections()),
-            settings,
-            consumer_factory=lambda: open_consumer(settings, **overrides),
-        )
-        threads = [
-            threading.Thread(target=relay.run, args=(stop, waiter), name="relay"),
-            threading.Thread(target=worker.run, args=(stop,), name="kafka-worker"),
-        ]
-        for thread in threads:
-            thread.start()
-        closing = [relay.close, worker.close, waiter.close, views.close, feed_log.close]
+
+def projector(commands: list[list[str]]) -> Projector:
+    """The CLI processes a deployment runs (each its own process, as in docker-compose)."""
+
+    def start(settings: Settings) -> Projecting:
+        env = env_of(settings)
+        root = Path(__file__).resolve().parent.parent
         return Projecting(
-            [*(thread.join for thread in threads), *closing, relay_log.close], positions.moves
+            [
+                subprocess.Popen(  # noqa: S603 - our own CLI
+                    [*SESSIONSTORE, *command],
+                    env=env,
+                    cwd=root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                )
+                for command in commands
+            ]
         )
 
     return start
-
-
-def log_projector(settings: Settings, stop: threading.Event) -> Projecting:
-    """The log-fed projection runner in a thread (woken by LISTEN/NOTIFY)."""
-    log, views = open_log(settings), open_views(settings)
-    runner = ProjectionRunner(log, views, all_projections())
-    waiter = open_waiter(settings, stop)
-    thread = threading.Thread(target=runner.run, args=(stop, waiter), name="runner")
-    thread.start()
-    return Projecting([thread.join, waiter.close, views.close, log.close])
 
 
 Appended = tuple[float, uuid.UUID, int, int]
@@ -386,18 +391,25 @@ def relay_lags(
 
 
 def live_lag(
-    url: str, bootstrap: str, projector: Projector, *, rate: int, seconds: float, sessions: int
+    url: str,
+    bootstrap: str,
+    start: Projector,
+    *,
+    rate: int,
+    seconds: float,
+    sessions: int,
+    **overrides: Any,
 ) -> Lag:
     names = tag()
     with fresh_schema(
         url,
+        **overrides,
         kafka_bootstrap_servers=bootstrap,
         kafka_topic=f"bench-live-{names}",
         kafka_dead_letter_topic=f"bench-dead-{names}",
         kafka_group_id=f"bench-{names}",
     ) as settings:
-        stop = threading.Event()
-        projecting = projector(settings, stop)
+        projecting = start(settings)
         store = build_store(settings)
         poller: ViewPoller | None = None
         appended: list[Appended] = []
@@ -410,20 +422,19 @@ def live_lag(
             poller.start()
             # Warm-up: every session's creation visible (the group has its partitions, the
             # producer its metadata), then a second of idling.
-            if not poller.wait_for(dict.fromkeys(sids, 1), timeout=90):
+            if not poller.wait_for(dict.fromkeys(sids, 1), timeout=90, projecting=projecting):
                 msg = "the sessions' creation never became visible in the views"
                 raise RuntimeError(msg)
             say(f"  warmed up; appending {rate}/s for {seconds:g} s")
             time.sleep(1.0)
             appended = append_steadily(store, sids, rate, seconds)
-            if not poller.wait_for({sid: v for _, sid, v, _ in appended}, timeout=30):
+            wanted = {sid: v for _, sid, v, _ in appended}
+            if not poller.wait_for(wanted, timeout=30, projecting=projecting):
                 say("  not every append became visible within 30 s")
         finally:
             if poller is not None:
                 poller.stop()
-            stop.set()
-            for step in projecting.stop:
-                step()
+            projecting.stop()
             store.close()
         assert poller is not None
         lags = sorted(
@@ -432,7 +443,7 @@ def live_lag(
             if (sid, v) in poller.seen
         )
         poll_ms = (poller.stopped - poller.started) * 1000 / max(1, poller.polls)
-        relay = relay_lags(settings, appended, projecting.relay_moves)
+        relay = relay_lags(settings, appended, poller.relay_moves)
         return Lag(lags, relay, len(appended), len(appended) - len(lags), poll_ms)
 
 
@@ -493,14 +504,20 @@ def measure(args: argparse.Namespace, bootstrap: str) -> Results:
                 profile_relay(settings, log, args.batch[0], 25)
         finally:
             log.close()
-    steady = {"rate": args.rate, "seconds": args.seconds, "sessions": args.live_sessions}
+    steady: dict[str, Any] = {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "sessions": args.live_sessions,
+    }
+    if args.fetch_wait is not None:
+        steady["kafka_fetch_wait_seconds"] = args.fetch_wait / 1000
     over_kafka: list[Lag] = []
     from_log: list[Lag] = []
     for run in range(1, args.lag_runs + 1):
         say(f"lag run {run}: through the relay and the Kafka-fed worker")
-        over_kafka.append(live_lag(args.url, bootstrap, kafka_projector(args.fetch_wait), **steady))
+        over_kafka.append(live_lag(args.url, bootstrap, projector(KAFKA_PATH), **steady))
         say(f"lag run {run}: through the log-fed runner")
-        from_log.append(live_lag(args.url, bootstrap, log_projector, **steady))
+        from_log.append(live_lag(args.url, bootstrap, projector(LOG_PATH), **steady))
     say("done")
     return Results(events, found, pooled(over_kafka), pooled(from_log))
 
