@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from uuid import UUID
 
-from domain.errors import ProjectionConflict
+from domain.errors import ProjectionConflict, StorageError
 from domain.ports import LOG_START, LogCursor
 from projections.base import Applied, Batch, Key, Projection, Row, Table, Tracking, fingerprint
 
@@ -78,14 +78,22 @@ class MemoryViewStore:
         self, projection: str, generation: int, table: Table, keys: Sequence[Key]
     ) -> list[Row]:
         with self._lock:
-            rows = self._rows[(projection, generation, table.name)]
+            rows = self._table(projection, generation, table.name)
             return [copy.deepcopy(rows[k]) for k in keys if k in rows]
+
+    def _table(self, projection: str, generation: int, table: str) -> dict[Key, Row]:
+        """A generation's table; StorageError if it was dropped (as a SQL store would fail)."""
+        try:
+            return self._rows[(projection, generation, table)]
+        except KeyError:
+            msg = f"view table {table} of {projection} generation {generation} does not exist"
+            raise StorageError(msg) from None
 
     def rows(self, projection: str, table: str, generation: int | None = None) -> list[Row]:
         """Every row of a table (the active generation unless given), in key order."""
         with self._lock:
             gen = self._active[projection] if generation is None else generation
-            stored = self._rows[(projection, gen, table)]
+            stored = self._table(projection, gen, table)
             return [copy.deepcopy(stored[k]) for k in sorted(stored, key=_sortable)]
 
     def commit(
@@ -98,29 +106,36 @@ class MemoryViewStore:
             for old, _new in moves:
                 if self._tracking[(old.projection, old.generation)] != old.cursor:
                     raise ProjectionConflict(old.projection, old.generation)
-            for projection, generation, batch in writes:
-                for table in projection.tables:
-                    stored = self._rows[(projection.name, generation, table.name)]
-                    changes = batch.changes[table.name]
-                    for row in changes.inserts:
-                        key = table.key_of(row)
-                        if key in stored:
-                            msg = f"{table.name}: row {key} inserted twice"
-                            raise ValueError(msg)
-                        stored[key] = copy.deepcopy(row)
-                    for key, row in changes.upserts.items():
-                        stored[key] = copy.deepcopy(row)
+            # Every table is looked up before anything is written: all or nothing.
+            targets = [
+                (table, self._table(projection.name, generation, table.name), batch)
+                for projection, generation, batch in writes
+                for table in projection.tables
+            ]
+            for table, stored, batch in targets:
+                changes = batch.changes[table.name]
+                for row in changes.inserts:
+                    key = table.key_of(row)
+                    if key in stored:
+                        msg = f"{table.name}: row {key} inserted twice"
+                        raise ValueError(msg)
+                    stored[key] = copy.deepcopy(row)
+                for key, row in changes.upserts.items():
+                    stored[key] = copy.deepcopy(row)
             for old, new in moves:
                 self._tracking[(old.projection, old.generation)] = new
             for a in applied:
                 self._applied.setdefault((a.projection, a.generation), {})[a.session_id] = a.version
 
     def applied_versions(
-        self, name: str, generation: int, session_ids: Sequence[UUID]
-    ) -> dict[UUID, int]:
+        self, generations: Mapping[str, int], session_ids: Sequence[UUID]
+    ) -> dict[str, dict[UUID, int]]:
         with self._lock:
-            known = self._applied.get((name, generation), {})
-            return {sid: known[sid] for sid in session_ids if sid in known}
+            found: dict[str, dict[UUID, int]] = {}
+            for name, generation in generations.items():
+                known = self._applied.get((name, generation), {})
+                found[name] = {sid: known[sid] for sid in session_ids if sid in known}
+            return found
 
     def fed_from_kafka(self, name: str, generation: int) -> bool:
         with self._lock:

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     kafka_session_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
     """Consumer group session timeout of the Kafka-fed workers: a worker silent this long is
     dropped from the group and its partitions go to the others (heartbeats every third)."""
-    kafka_fetch_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
+    kafka_fetch_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 0.02
     """Longest a Kafka-fed worker's fetch waits at the broker for new messages (Apache Kafka
     answers as soon as there is one; some brokers wait this long: it bounds the added lag)."""
     kafka_max_poll_records: Annotated[int, Field(ge=1, le=100_000)] = 2000

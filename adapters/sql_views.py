@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
@@ -90,6 +90,10 @@ class SQLViewStore(ABC):
 
     @abstractmethod
     def _insert_rows(self, cur: Cursor, table: Table, name: str, rows: list[list[Any]]) -> None: ...
+
+    def _write_transaction(self, inserts: int) -> AbstractContextManager[Cursor]:
+        """The transaction ``commit`` writes in (``inserts``: how many append-only rows)."""
+        return self._transaction()
 
     # -- DDL --------------------------------------------------------------------------------------
 
@@ -267,7 +271,12 @@ class SQLViewStore(ABC):
         applied: Sequence[Applied] = (),
     ) -> None:
         p = self.placeholder
-        with self._transaction() as cur:
+        inserts = sum(
+            len(batch.changes[table.name].inserts)
+            for projection, _, batch in writes
+            for table in projection.tables
+        )
+        with self._write_transaction(inserts) as cur:
             # Tracking first: it takes the write lock at once, and if another runner moved a
             # position meanwhile, nothing below is written (the transaction rolls back).
             for old, new in moves:
@@ -305,20 +314,25 @@ class SQLViewStore(ABC):
                 )
 
     def applied_versions(
-        self, name: str, generation: int, session_ids: Sequence[UUID]
-    ) -> dict[UUID, int]:
-        found: dict[UUID, int] = {}
+        self, generations: Mapping[str, int], session_ids: Sequence[UUID]
+    ) -> dict[str, dict[UUID, int]]:
+        found: dict[str, dict[UUID, int]] = {name: {} for name in generations}
+        if not generations:
+            return found
         p = self.placeholder
+        which = " OR ".join(f"(name = {p} AND generation = {p})" for _ in generations)
+        names = [value for item in generations.items() for value in item]
         for chunk in _chunks(list(dict.fromkeys(session_ids)), 500):
             marks = ", ".join(p for _ in chunk)
             with self._reading() as cur:
                 cur.execute(
-                    "SELECT session_id, version FROM projection_applied "
-                    f"WHERE name = {p} AND generation = {p} AND session_id IN ({marks})",
-                    [name, generation, *(self._to_db("uuid", sid) for sid in chunk)],
+                    "SELECT name, session_id, version FROM projection_applied "
+                    f"WHERE ({which}) AND session_id IN ({marks})",
+                    [*names, *(self._to_db("uuid", sid) for sid in chunk)],
                 )
                 rows = cur.fetchall()
-            found.update({self._from_db("uuid", sid): int(v) for sid, v in rows})
+            for name, sid, version in rows:
+                found[name][self._from_db("uuid", sid)] = int(version)
         return found
 
     def fed_from_kafka(self, name: str, generation: int) -> bool:

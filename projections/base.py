@@ -238,10 +238,11 @@ class ViewStore(Protocol):
         ...
 
     def applied_versions(
-        self, name: str, generation: int, session_ids: Sequence[UUID]
-    ) -> dict[UUID, int]:
-        """The last version of each session a Kafka-fed worker applied to this generation
-        (sessions it has not applied anything of are left out)."""
+        self, generations: Mapping[str, int], session_ids: Sequence[UUID]
+    ) -> dict[str, dict[UUID, int]]:
+        """For each projection at its generation, the last version of each of these sessions a
+        Kafka-fed worker applied (sessions it has applied nothing of are left out); one read
+        for all of them."""
         ...
 
     def fed_from_kafka(self, name: str, generation: int) -> bool:

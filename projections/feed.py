@@ -103,9 +103,11 @@ class DeliveredFeed:
         healed_ids: set[UUID] = set()
         writes = []
         applied_rows: list[Applied] = []
+        generations = {name: generation for name, (generation, _) in positions.items()}
+        applied = self.store.applied_versions(generations, session_ids)
         for projection in self.projections:
             generation, tracking = positions[projection.name]
-            last = self.store.applied_versions(projection.name, generation, session_ids)
+            last = applied[projection.name]
             todo: list[RecordedEvent] = []
             touched: set[UUID] = set()
             for recorded in events:

@@ -266,7 +266,8 @@ def wait_for_position(
             located = located or log.locate(position)
             if located is not None:
                 sid, version = located
-                if store.applied_versions(projection, generation, [sid]).get(sid, 0) >= version:
+                applied = store.applied_versions({projection: generation}, [sid])[projection]
+                if applied.get(sid, 0) >= version:
                     return
         remaining = deadline - time.monotonic()
         if remaining <= 0:

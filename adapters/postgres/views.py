@@ -18,6 +18,8 @@ from projections.base import ColumnType, Key, Table
 
 _DDL_LOCK = 0x5E55_1058  # serialises projection DDL (generations) across processes
 _FEED_LOCK = 0x5E55_1059  # one Kafka-fed worker at a time in a read-apply-write cycle
+PIPELINE_MAX_INSERTS = 200
+"""Commits with more append-only rows than this COPY them instead of pipelining INSERTs."""
 
 
 def _json_text(value: Any) -> str:
@@ -66,6 +68,23 @@ class PostgresViewStore(SQLViewStore):
         ):
             if ddl:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+            yield cur
+
+    @contextmanager
+    def _write_transaction(self, inserts: int) -> Iterator[Cursor]:
+        if inserts > PIPELINE_MAX_INSERTS:
+            with self._transaction() as cur:  # a rebuild's batch: COPY, not pipelined
+                yield cur
+            return
+        # A live batch: every statement is sent at once and the transaction costs one round
+        # trip or two instead of one per statement (psycopg pipeline mode).
+        with (
+            self._errors._translated(),
+            self.datastore.get_connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
             yield cur
 
     @contextmanager
@@ -119,6 +138,12 @@ class PostgresViewStore(SQLViewStore):
         )
 
     def _insert_rows(self, cur: Cursor, table: Table, name: str, rows: list[list[Any]]) -> None:
+        if cur.connection.pgconn.pipeline_status:  # type: ignore[attr-defined]
+            # A live batch's few rows, queued in the pipeline (COPY cannot be pipelined).
+            columns = ", ".join(table.column_names)
+            marks = ", ".join("%s" for _ in table.column_names)
+            cur.executemany(f"INSERT INTO {name} ({columns}) VALUES ({marks})", rows)
+            return
         # COPY: the fastest way in for append-only rows (a rebuild writes many).
         with cur.copy(f"COPY {name} ({', '.join(table.column_names)}) FROM STDIN") as copy:  # type: ignore[attr-defined]
             for row in rows:

@@ -14,7 +14,7 @@ from domain.errors import ProjectionConflict, ProjectionOutdated
 from domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent
 from domain.store import SessionStore
 from events.catalogue import MessageAdded, SessionCreated
-from projections.base import Batch, Column, Key, Table, Tracking, ViewStore
+from projections.base import Applied, Batch, Column, Key, Table, Tracking, ViewStore
 from projections.runner import ProjectionRunner, rebuild
 
 T0 = datetime(2026, 3, 1, 23, 59, 30, tzinfo=UTC)
@@ -229,6 +229,42 @@ class ViewStoreContract:
         )
         many: list[Key] = [(sid,) for sid in ids] + [(uuid4(),) for _ in range(1200)]
         assert {r["session_id"] for r in views.load(projection.name, 1, COUNTS, many)} == set(ids)
+
+    def test_applied_versions_are_kept_per_projection_generation_and_session(
+        self, views: ViewStore, projection: CountingProjection
+    ) -> None:
+        views.ensure(projection)
+        a, b, c, unknown = uuid4(), uuid4(), uuid4(), uuid4()
+        assert not views.fed_from_kafka(projection.name, 1)
+        views.commit(
+            [],
+            [],
+            [
+                Applied(projection.name, 1, a, 3),
+                Applied(projection.name, 1, b, 1),
+                Applied(projection.name, 2, a, 9),  # another generation
+                Applied("other", 1, c, 5),  # another projection
+            ],
+        )
+        # A later cycle moves a session on (an upsert, not a second row).
+        views.commit([], [], [Applied(projection.name, 1, a, 4)])
+
+        assert views.fed_from_kafka(projection.name, 1)
+        assert not views.fed_from_kafka(projection.name, 3)
+        found = views.applied_versions(
+            {projection.name: 1, "other": 1, "never": 1}, [a, b, c, unknown, a]
+        )
+        assert found == {projection.name: {a: 4, b: 1}, "other": {c: 5}, "never": {}}
+        assert views.applied_versions({projection.name: 2}, [a, b]) == {projection.name: {a: 9}}
+        assert views.applied_versions({}, [a]) == {}
+        # Past the 500-a-query chunking, and with no sessions at all.
+        many = [uuid4() for _ in range(700)]
+        views.commit([], [], [Applied("other", 1, sid, n + 1) for n, sid in enumerate(many)])
+        assert views.applied_versions({"other": 1}, [*many, c])["other"] == {
+            **{sid: n + 1 for n, sid in enumerate(many)},
+            c: 5,
+        }
+        assert views.applied_versions({"other": 1}, []) == {"other": {}}
 
     def test_a_projection_whose_tables_changed_must_be_rebuilt_before_it_runs(
         self, views: ViewStore, log: EventLog, store: SessionStore, projection: CountingProjection

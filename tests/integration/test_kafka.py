@@ -323,7 +323,7 @@ def test_a_kafka_fed_worker_rides_out_a_broker_restart_and_its_views_end_exact(
     sids: list[UUID] = []
 
     def all_applied() -> bool:
-        versions = views.applied_versions("session_state", 1, sids)
+        versions = views.applied_versions({"session_state": 1}, sids)["session_state"]
         return all(versions.get(sid, 0) == len(log.read_session(sid)) for sid in sids)
 
     try:
@@ -425,7 +425,7 @@ def test_kafka_fed_worker_processes_killed_anywhere_end_with_views_equal_a_rebui
 
     def applied() -> int:
         # Each session's versions are applied in order, so its applied version counts them.
-        return sum(views.applied_versions("session_state", 1, sids).values())
+        return sum(views.applied_versions({"session_state": 1}, sids)["session_state"].values())
 
     env = env_of(settings)
     worker_cmd = [*SESSIONSTORE, "projections", "run", "--source", "kafka"]

@@ -5,7 +5,7 @@ redeliveries, interleavings, gaps, rebuilds and concurrent workers."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -15,7 +15,7 @@ import pytest
 from adapters.kafka.messages import decode, encode
 from adapters.memory import MemoryEventLog
 from adapters.memory_views import MemoryViewStore
-from domain.errors import ProjectionFedFromKafka, ProjectionTimeout
+from domain.errors import ProjectionFedFromKafka, ProjectionTimeout, StorageError
 from domain.ports import LOG_START, RecordedEvent
 from events.codec import EventCodec
 from projections import all_projections
@@ -412,6 +412,51 @@ def test_an_event_fed_while_a_rebuild_switches_generations_is_not_lost() -> None
     assert snapshot(v.views) == reference(v.log)
 
 
+class SwitchingViews(MemoryViewStore):
+    """At the first load after ``armed`` is set, rebuilds every projection into a new generation
+    and switches to it (dropping the old tables): what a rebuild that skipped the feed lock would
+    do in the middle of a feed cycle."""
+
+    log: Any = None
+    armed = False
+
+    def load(
+        self, projection: str, generation: int, table: Table, keys: Sequence[Key]
+    ) -> list[Row]:
+        if self.armed:
+            self.armed = False
+            chosen = all_projections()
+            generations = {p.name: self.start_generation(p) for p in chosen}
+            ProjectionRunner(self.log, self, chosen, generations=generations).catch_up()
+            for p in chosen:
+                self.activate(p, generations[p.name])
+        return super().load(projection, generation, table, keys)
+
+
+def test_a_generation_switched_in_the_middle_of_a_cycle_is_retried_on_the_new_one() -> None:
+    switching = SwitchingViews()
+    v = Views(views=switching)
+    history(v)
+    switching.log = v.log
+    feed = feed_of(v)
+    events = v.events()
+    feed.apply(events[:10])
+
+    switching.armed = True
+    result = feed.apply(events[10:])
+
+    assert not switching.armed  # the switch happened inside the cycle
+    state = next(p for p in v.projections if p.name == "session_state")
+    with pytest.raises(StorageError, match="generation 1 does not exist"):
+        switching.load(state.name, 1, state.tables[0], [])  # what the first try met
+    assert {p.name: switching.active_generation(p.name) for p in v.projections} == dict.fromkeys(
+        [p.name for p in v.projections], 2
+    )
+    # The new generation was built from the whole log: the retried cycle skips everything.
+    assert result == FeedResult(len(events) - 10, 0, len(events) - 10, 0)
+    assert snapshot(switching) == reference(v.log)
+
+
 def test_the_log_fed_runner_refuses_generations_the_feed_wrote(v: Views) -> None:
     feed_of(v).apply(v.events()[:5])
     fed = snapshot(v.views)
@@ -479,10 +524,10 @@ class WatchedViews(MemoryViewStore):
             self.unguarded += 1
 
     def applied_versions(
-        self, name: str, generation: int, session_ids: Sequence[UUID]
-    ) -> dict[UUID, int]:
+        self, generations: Mapping[str, int], session_ids: Sequence[UUID]
+    ) -> dict[str, dict[UUID, int]]:
         self._check()
-        return super().applied_versions(name, generation, session_ids)
+        return super().applied_versions(generations, session_ids)
 
     def load(
         self, projection: str, generation: int, table: Table, keys: Sequence[Key]
