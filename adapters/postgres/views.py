@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
@@ -59,10 +59,11 @@ class PostgresViewStore(SQLViewStore):
         self.datastore.close()
 
     @contextmanager
-    def _transaction(self, *, ddl: bool = False) -> Iterator[Cursor]:
+    def _transaction(self, *, ddl: bool = False, pipelined: bool = False) -> Iterator[Cursor]:
         with (
             self._errors._translated(),  # shared choke point
             self.datastore.get_connection() as conn,
+            conn.pipeline() if pipelined else nullcontext(),
             conn.transaction(),
             conn.cursor(row_factory=tuple_row) as cur,
         ):
@@ -70,22 +71,11 @@ class PostgresViewStore(SQLViewStore):
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
             yield cur
 
-    @contextmanager
-    def _write_transaction(self, inserts: int) -> Iterator[Cursor]:
-        if inserts > PIPELINE_MAX_INSERTS:
-            with self._transaction() as cur:  # a rebuild's batch: COPY, not pipelined
-                yield cur
-            return
-        # A live batch: every statement is sent at once and the transaction costs one round
-        # trip or two instead of one per statement (psycopg pipeline mode).
-        with (
-            self._errors._translated(),
-            self.datastore.get_connection() as conn,
-            conn.pipeline(),
-            conn.transaction(),
-            conn.cursor(row_factory=tuple_row) as cur,
-        ):
-            yield cur
+    def _write_transaction(self, inserts: int) -> AbstractContextManager[Cursor]:
+        # A live batch: every statement is sent at once, so the transaction costs a round trip
+        # or two instead of one per statement (psycopg pipeline mode). A rebuild's batch: COPY,
+        # which cannot be pipelined.
+        return self._transaction(pipelined=inserts <= PIPELINE_MAX_INSERTS)
 
     @contextmanager
     def feed_lock(self) -> Iterator[None]:

@@ -230,6 +230,35 @@ class ViewStoreContract:
         many: list[Key] = [(sid,) for sid in ids] + [(uuid4(),) for _ in range(1200)]
         assert {r["session_id"] for r in views.load(projection.name, 1, COUNTS, many)} == set(ids)
 
+    @pytest.mark.parametrize("lines", [3, 450])
+    def test_a_commit_writes_every_row_and_moves_tracking_together(
+        self, views: ViewStore, projection: CountingProjection, lines: int
+    ) -> None:
+        # A few append-only rows go in with the other statements (PostgreSQL: one pipeline),
+        # many by bulk copy; both must write every value and roll back together.
+        views.ensure(projection)
+        sid = uuid4()
+        batch = Batch(projection.tables, lambda table, keys: [])
+        for v in range(1, lines + 1):
+            batch.insert(LINES.name, {"session_id": sid, "version": v, "text": f"l{v}",
+                                      "meta": {"v": v, "nested": [v, None]}})  # fmt: skip
+        moved = LogCursor(7, 7)
+        views.commit([(projection, 1, batch)], [(Tracking(projection.name, 1, LOG_START), moved)])
+
+        stored = self.all_rows(views, projection.name, 1, LINES)
+        assert [(r["version"], r["text"], r["meta"]) for r in stored] == [
+            (v, f"l{v}", {"v": v, "nested": [v, None]}) for v in range(1, lines + 1)
+        ]
+        assert views.tracking(projection.name, 1) == moved
+
+        again = Batch(projection.tables, lambda table, keys: [])
+        again.insert(LINES.name, {"session_id": uuid4(), "version": 1, "text": "x", "meta": {}})
+        with pytest.raises(ProjectionConflict):  # a stale move: the new row is not written
+            views.commit(
+                [(projection, 1, again)], [(Tracking(projection.name, 1, LOG_START), moved)]
+            )
+        assert len(self.all_rows(views, projection.name, 1, LINES)) == lines
+
     def test_applied_versions_are_kept_per_projection_generation_and_session(
         self, views: ViewStore, projection: CountingProjection
     ) -> None:
