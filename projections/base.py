@@ -11,6 +11,7 @@ position in ONE transaction, so an event is applied exactly once even across cra
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -264,3 +265,23 @@ def view_loader(store: ViewStore, name: str, generation: int) -> Loader:
         return store.load(name, generation, table, keys)
 
     return load
+
+
+def fold(
+    store: ViewStore, projection: Projection, generation: int, events: Sequence[RecordedEvent]
+) -> Batch:
+    """Apply events (in order) to one generation of a projection: the rows they touch are
+    loaded in one prefetch per table, and the changes are left in the returned batch for
+    ``ViewStore.commit``. Events of topics the projection ignores are skipped."""
+    batch = Batch(projection.tables, view_loader(store, projection.name, generation))
+    relevant = [r for r in events if r.event.topic in projection.topics]
+    wanted: dict[str, list[Key]] = defaultdict(list)
+    for recorded in relevant:
+        for table_name, key in projection.keys(recorded):
+            wanted[table_name].append(key)
+    for table_name, keys in wanted.items():
+        batch.prefetch(table_name, keys)
+    for recorded in relevant:
+        projection.apply(batch, recorded)
+    batch.finish()
+    return batch

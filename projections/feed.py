@@ -22,7 +22,6 @@ it), and log-fed runners refuse to run on a generation that Kafka feeds.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
@@ -31,12 +30,10 @@ from domain.errors import ProjectionOutdated, SchemaNotReady, StorageError
 from domain.ports import EventLog, LogCursor, RecordedEvent
 from projections.base import (
     Applied,
-    Batch,
-    Key,
     Projection,
     ViewStore,
     fingerprint,
-    view_loader,
+    fold,
 )
 
 MAX_SWITCH_RETRIES = 5
@@ -127,18 +124,7 @@ class DeliveredFeed:
                 touched.add(sid)
             if not todo:
                 continue
-            batch = Batch(projection.tables, view_loader(self.store, projection.name, generation))
-            relevant = [r for r in todo if r.event.topic in projection.topics]
-            wanted: dict[str, list[Key]] = defaultdict(list)
-            for recorded in relevant:
-                for table_name, key in projection.keys(recorded):
-                    wanted[table_name].append(key)
-            for table_name, keys in wanted.items():
-                batch.prefetch(table_name, keys)
-            for recorded in relevant:
-                projection.apply(batch, recorded)
-            batch.finish()
-            writes.append((projection, generation, batch))
+            writes.append((projection, generation, fold(self.store, projection, generation, todo)))
             applied_rows.extend(
                 Applied(projection.name, generation, sid, last[sid]) for sid in touched
             )

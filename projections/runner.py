@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 from uuid import UUID
@@ -29,14 +28,12 @@ from domain.errors import (
 )
 from domain.ports import EventLog, LogCursor
 from projections.base import (
-    Batch,
-    Key,
     Projection,
     ProjectionStatus,
     Tracking,
     ViewStore,
     fingerprint,
-    view_loader,
+    fold,
 )
 
 Progress = Callable[[int], None]
@@ -119,19 +116,8 @@ class ProjectionRunner:
             if end <= cursor:
                 continue  # this one is ahead of the batch (it was rebuilt recently)
 
-            batch = Batch(projection.tables, view_loader(self.store, projection.name, generation))
-            topics = projection.topics
             pending = events if cursor == start else [e for e in events if e.cursor > cursor]
-            relevant = [e for e in pending if e.event.topic in topics]
-            wanted: dict[str, list[Key]] = defaultdict(list)
-            for recorded in relevant:
-                for table_name, key in projection.keys(recorded):
-                    wanted[table_name].append(key)
-            for table_name, keys in wanted.items():
-                batch.prefetch(table_name, keys)
-            for recorded in relevant:
-                projection.apply(batch, recorded)
-            batch.finish()
+            batch = fold(self.store, projection, generation, pending)
             writes.append((projection, generation, batch))
             moves.append((Tracking(projection.name, generation, cursor), end))
         self.store.commit(writes, moves)
