@@ -22,20 +22,20 @@ from uuid import UUID
 
 import orjson
 
-from adapters.chain import GENESIS, chain_of
-from adapters.serialization import SessionEventMapper
-from adapters.sql_log import chain_hashes
-from domain.errors import (
+from sessionstore.adapters.storage.chain import GENESIS, chain_of
+from sessionstore.adapters.storage.serialization import SessionEventMapper
+from sessionstore.adapters.storage.sql.log import chain_hashes
+from sessionstore.domain.errors import (
     ImportRejected,
     InvalidInput,
     SessionNotFound,
     StorageError,
     StreamVersionTaken,
 )
-from domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent, StoredRow
-from domain.session import Session, SessionStatus, evolve, replay
-from events.catalogue import SessionCreated, SessionEvent
-from events.codec import CodecError, EncodedEvent, EventCodec
+from sessionstore.domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent, StoredRow
+from sessionstore.domain.session import Session, SessionStatus, evolve, replay
+from sessionstore.events.catalogue import SessionCreated, SessionEvent
+from sessionstore.events.codec import CodecError, EncodedEvent, EventCodec
 
 FORMAT = "sessionstore-export"
 FORMAT_VERSION = 1

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from adapters.memory import MemoryEventLog
-from adapters.settings import Settings, load_settings
-from domain.ports import EventLog
-from domain.store import SessionStore
-from projections.base import ViewStore
-from projections.queries import SessionQueries
-from projections.runner import TimerWaiter, Waiter
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.ports import EventLog
+from sessionstore.domain.store import SessionStore
+from sessionstore.projections.base import ViewStore
+from sessionstore.projections.queries import SessionQueries
+from sessionstore.projections.runner import TimerWaiter, Waiter
 
 
 def open_log(settings: Settings) -> EventLog:
@@ -18,10 +18,10 @@ def open_log(settings: Settings) -> EventLog:
     if settings.backend == "memory":
         return MemoryEventLog()
     if settings.backend == "sqlite":
-        from adapters.sqlite.log import SQLiteEventLog
+        from sessionstore.adapters.storage.sqlite.log import SQLiteEventLog
 
         return SQLiteEventLog.open(settings)
-    from adapters.postgres.log import PostgresEventLog
+    from sessionstore.adapters.storage.postgres.log import PostgresEventLog
 
     return PostgresEventLog.open(settings)
 
@@ -32,11 +32,11 @@ def migrate(settings: Settings) -> list[str]:
     if settings.backend == "memory":
         return []
     if settings.backend == "sqlite":
-        from adapters.sqlite.migrate import migrate as migrate_sqlite
+        from sessionstore.adapters.storage.sqlite.migrate import migrate as migrate_sqlite
 
         applied = migrate_sqlite(settings)
     else:
-        from adapters.postgres.migrate import migrate as migrate_postgres
+        from sessionstore.adapters.storage.postgres.migrate import migrate as migrate_postgres
 
         applied = migrate_postgres(settings)
     ensure_views(settings)
@@ -45,7 +45,7 @@ def migrate(settings: Settings) -> list[str]:
 
 def ensure_views(settings: Settings) -> None:
     """Give every projection an active generation of view tables (idempotent)."""
-    from projections import all_projections
+    from sessionstore.projections import all_projections
 
     views = open_views(settings)
     try:
@@ -64,14 +64,14 @@ def build_store(settings: Settings | None = None) -> SessionStore:
 def open_views(settings: Settings) -> ViewStore:
     """The view store of the configured backend (projection tables and tracking)."""
     if settings.backend == "memory":
-        from adapters.memory_views import MemoryViewStore
+        from sessionstore.adapters.storage.memory.views import MemoryViewStore
 
         return MemoryViewStore()
     if settings.backend == "sqlite":
-        from adapters.sqlite.views import SQLiteViewStore
+        from sessionstore.adapters.storage.sqlite.views import SQLiteViewStore
 
         return SQLiteViewStore.open(settings)
-    from adapters.postgres.views import PostgresViewStore
+    from sessionstore.adapters.storage.postgres.views import PostgresViewStore
 
     return PostgresViewStore.open(settings)
 
@@ -79,7 +79,7 @@ def open_views(settings: Settings) -> ViewStore:
 def open_waiter(settings: Settings, stop: threading.Event) -> Waiter:
     """What a live projection runner sleeps on: LISTEN/NOTIFY on PostgreSQL, a timer elsewhere."""
     if settings.backend == "postgres":
-        from adapters.postgres.notify import PostgresWaiter
+        from sessionstore.adapters.storage.postgres.notify import PostgresWaiter
 
         return PostgresWaiter(settings, stop)
     return TimerWaiter(stop)
@@ -91,16 +91,16 @@ def open_queries(
     """Queries over ``views`` (from ``open_views``; the caller closes it). ``log`` serves the
     read-your-writes waits; without one, a log is opened here and closed with the queries."""
     if settings.backend == "memory":
-        from adapters.memory_queries import MemoryQueries
-        from adapters.memory_views import MemoryViewStore
+        from sessionstore.adapters.storage.memory.queries import MemoryQueries
+        from sessionstore.adapters.storage.memory.views import MemoryViewStore
 
         if not isinstance(views, MemoryViewStore):
             msg = f"memory:// queries need a MemoryViewStore, not {type(views).__name__}"
             raise TypeError(msg)
         # memory:// shares nothing between opens: queries only see the log they are given.
         return MemoryQueries(views, log if log is not None else open_log(settings))
-    from adapters.sql_queries import SQLQueries
-    from adapters.sql_views import SQLViewStore
+    from sessionstore.adapters.storage.sql.queries import SQLQueries
+    from sessionstore.adapters.storage.sql.views import SQLViewStore
 
     if not isinstance(views, SQLViewStore):
         msg = f"{settings.backend} queries need a SQL view store, not {type(views).__name__}"

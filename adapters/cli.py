@@ -42,8 +42,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from adapters import audit
-from adapters.bootstrap import (
+from sessionstore.adapters import audit
+from sessionstore.adapters.bootstrap import (
     build_store,
     migrate,
     open_log,
@@ -51,22 +51,22 @@ from adapters.bootstrap import (
     open_views,
     open_waiter,
 )
-from adapters.chain import Auditable, Checkpoint, create_checkpoint, verify
-from adapters.demo import DEFAULT_SESSIONS, MAX_SESSIONS, DemoSummary, run_demo
-from adapters.http.keys import KeyStore
-from adapters.settings import Settings, SettingsError, load_settings
-from domain.audit import diff, state_as_of
-from domain.errors import (
+from sessionstore.adapters.demo import DEFAULT_SESSIONS, MAX_SESSIONS, DemoSummary, run_demo
+from sessionstore.adapters.http.keys import KeyStore
+from sessionstore.adapters.settings import Settings, SettingsError, load_settings
+from sessionstore.adapters.storage.chain import Auditable, Checkpoint, create_checkpoint, verify
+from sessionstore.domain.audit import diff, state_as_of
+from sessionstore.domain.errors import (
     BrokerUnavailable,
     ProjectionTimeout,
     SessionNotFound,
     SessionStoreError,
     StorageError,
 )
-from domain.ports import LOG_START, EventLog, RecordedEvent
-from domain.session import Session, SessionStatus
-from domain.store import SessionStore, parse_session_id, utc_now
-from events.catalogue import (
+from sessionstore.domain.ports import LOG_START, EventLog, RecordedEvent
+from sessionstore.domain.session import Session, SessionStatus
+from sessionstore.domain.store import SessionStore, parse_session_id, utc_now
+from sessionstore.events.catalogue import (
     ContextUpdated,
     EndStatus,
     MessageAdded,
@@ -77,11 +77,11 @@ from events.catalogue import (
     SessionResumed,
     TurnRecorded,
 )
-from events.codec import CodecError
-from projections import all_projections
-from projections.base import Projection, ProjectionStatus, ViewStore
-from projections.expiry import ExpiryReport, expire_idle_sessions
-from projections.queries import (
+from sessionstore.events.codec import CodecError
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Projection, ProjectionStatus, ViewStore
+from sessionstore.projections.expiry import ExpiryReport, expire_idle_sessions
+from sessionstore.projections.queries import (
     MAX_PAGE_SIZE,
     AgentMetrics,
     CleanupCandidate,
@@ -92,8 +92,8 @@ from projections.queries import (
     StageTimes,
     TranscriptEntry,
 )
-from projections.runner import ProjectionRunner, rebuild, select
-from projections.tables import SESSION_CLEANUP
+from sessionstore.projections.runner import ProjectionRunner, rebuild, select
+from sessionstore.projections.tables import SESSION_CLEANUP
 
 EXIT_REQUEST = 1
 """The request was wrong: unknown session, malformed id or input, invalid transition."""
@@ -492,7 +492,7 @@ def projections_status(
     ] = False,
 ) -> None:
     """Show each view's generation, log position, the log head and the lag (events to apply)."""
-    from adapters.kafka.worker import PartitionLag, group_lag
+    from sessionstore.adapters.kafka.worker import PartitionLag, group_lag
 
     lags: list[PartitionLag] = []
     with _reported_errors(), _opened() as (settings, log, views):
@@ -988,7 +988,7 @@ def serve(
     """
     import uvicorn
 
-    from adapters.http.app import create_app, key_store
+    from sessionstore.adapters.http.app import create_app, key_store
 
     out = _console()
     with _reported_errors():
@@ -1037,7 +1037,7 @@ def _print_dev_key(out: Console, keys: KeyStore, settings: Settings) -> None:
 
 @contextmanager
 def _keys() -> Iterator[KeyStore]:
-    from adapters.http.app import key_store
+    from sessionstore.adapters.http.app import key_store
 
     settings = load_settings()
     if settings.backend == "memory":
@@ -1837,7 +1837,7 @@ def relay(
     are down; resumes from its saved position after a crash."""
     if ctx.invoked_subcommand is not None:
         return
-    from adapters.kafka.relay import Relay, relay_positions
+    from sessionstore.adapters.kafka.relay import Relay, relay_positions
 
     out = _console()
     stop = threading.Event()
@@ -1876,7 +1876,7 @@ def relay(
 @relay_app.command("status")
 def relay_status(as_json: JsonOption = False) -> None:
     """The relay's saved position, the log head and how many events wait to be published."""
-    from adapters.kafka.relay import Relay, relay_positions
+    from sessionstore.adapters.kafka.relay import Relay, relay_positions
 
     with _reported_errors(), _opened() as (settings, log, _views):
         status = Relay(log, relay_positions(settings, log), settings).status()
@@ -1909,8 +1909,8 @@ def relay_status(as_json: JsonOption = False) -> None:
 
 
 def _run_kafka_projector(once: bool) -> None:
-    from adapters.kafka.worker import KafkaProjectionWorker
-    from projections.feed import DeliveredFeed
+    from sessionstore.adapters.kafka.worker import KafkaProjectionWorker
+    from sessionstore.projections.feed import DeliveredFeed
 
     out = _console()
     stop = threading.Event()

@@ -22,13 +22,13 @@ from uuid import uuid4
 
 from pydantic import JsonValue
 
-from adapters.bootstrap import open_log
-from adapters.settings import Settings
-from domain.errors import ConcurrencyConflict
-from domain.ports import AppendResult, RecordedEvent
-from domain.session import Session
-from domain.store import SessionStore
-from events.catalogue import Channel
+from sessionstore.adapters.bootstrap import open_log
+from sessionstore.adapters.settings import Settings
+from sessionstore.domain.errors import ConcurrencyConflict
+from sessionstore.domain.ports import AppendResult, RecordedEvent
+from sessionstore.domain.session import Session
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import Channel
 
 DEFAULT_SESSIONS = 6
 MAX_SESSIONS = 200

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain.store import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_JSON_BYTES, Limits
+from sessionstore.domain.store import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_JSON_BYTES, Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///sessionstore.db"
 Backend = Literal["memory", "sqlite", "postgres"]

@@ -27,11 +27,11 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from adapters.bootstrap import build_store, migrate
-from adapters.serialization import SessionEventMapper
-from adapters.settings import load_settings
-from domain.store import SessionStore
-from events.catalogue import MessageAdded
+from sessionstore.adapters.bootstrap import build_store, migrate
+from sessionstore.adapters.settings import load_settings
+from sessionstore.adapters.storage.serialization import SessionEventMapper
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import MessageAdded
 
 HASH = bytes(range(32))
 CONTENT = "Sure — I can move your appointment to Thursday at 10:30. Shall I confirm it? " * 3

@@ -31,9 +31,9 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from adapters.bootstrap import build_store, migrate, open_log
-from adapters.http.keys import KeyStore
-from adapters.settings import Settings, load_settings
+from sessionstore.adapters.bootstrap import build_store, migrate, open_log
+from sessionstore.adapters.http.keys import KeyStore
+from sessionstore.adapters.settings import Settings, load_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from append import CONTENT, machine, percentile
@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The server, as a script so it can also run under the per-thread profiler.
 LAUNCHER = """
 import sys, threading, cProfile, uvicorn
-from adapters.http.app import create_app
-from adapters.settings import load_settings
+from sessionstore.adapters.http.app import create_app
+from sessionstore.adapters.settings import load_settings
 
 port, profile_to = int(sys.argv[1]), sys.argv[2]
 profiles = []

@@ -45,17 +45,17 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))  # the other benchmarks
 from append import CONTENT, machine, percentile
 from views_bench import generate
 
-from adapters.bootstrap import build_store, migrate, open_log
-from adapters.kafka.messages import Message, encode
-from adapters.kafka.relay import (
+from sessionstore.adapters.bootstrap import build_store, migrate, open_log
+from sessionstore.adapters.kafka.messages import Message, encode
+from sessionstore.adapters.kafka.relay import (
     Relay,
     ensure_topic,
     open_producer,
     relay_positions,
 )
-from adapters.settings import Settings, load_settings
-from domain.ports import LOG_START, EventLog, LogCursor
-from domain.store import SessionStore
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.domain.ports import LOG_START, EventLog, LogCursor
+from sessionstore.domain.store import SessionStore
 from tests.kafka_broker import TansuBroker
 
 START = time.perf_counter()
@@ -311,7 +311,7 @@ class Projecting:
 
 Projector = Callable[[Settings], Projecting]
 
-SESSIONSTORE = [sys.executable, "-m", "adapters.cli"]
+SESSIONSTORE = [sys.executable, "-m", "sessionstore"]
 KAFKA_PATH = [["relay"], ["projections", "run", "--source", "kafka"]]
 LOG_PATH = [["projections", "run"]]
 

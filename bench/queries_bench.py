@@ -19,12 +19,12 @@ import psycopg
 from psycopg import sql
 from seeding import copy_into_log
 
-from adapters.bootstrap import migrate, open_log, open_queries, open_views
-from adapters.memory import MemoryEventLog
-from adapters.settings import Settings, load_settings
-from domain.store import SessionStore
-from projections import all_projections
-from projections.runner import ProjectionRunner
+from sessionstore.adapters.bootstrap import migrate, open_log, open_queries, open_views
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.store import SessionStore
+from sessionstore.projections import all_projections
+from sessionstore.projections.runner import ProjectionRunner
 
 
 def timings(call: Callable[[], object], n: int) -> list[float]:

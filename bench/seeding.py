@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from adapters.memory import MemoryEventLog
-from adapters.settings import Settings
-from domain.ports import LOG_START
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.ports import LOG_START
 
 
 def copy_into_log(memory: MemoryEventLog, settings: Settings) -> int:

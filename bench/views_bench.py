@@ -26,14 +26,14 @@ import psycopg
 from psycopg import sql
 from seeding import copy_into_log
 
-from adapters.bootstrap import build_store, migrate, open_log, open_views, open_waiter
-from adapters.memory import MemoryEventLog
-from adapters.settings import Settings, load_settings
-from domain.ports import LogCursor
-from domain.store import SessionStore
-from projections import all_projections
-from projections.base import Batch, Projection, Tracking, ViewStore
-from projections.runner import ProjectionRunner, rebuild
+from sessionstore.adapters.bootstrap import build_store, migrate, open_log, open_views, open_waiter
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.ports import LogCursor
+from sessionstore.domain.store import SessionStore
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Batch, Projection, Tracking, ViewStore
+from sessionstore.projections.runner import ProjectionRunner, rebuild
 
 READ_SQL = (
     "SELECT position, tx::text::bigint, session_id, version, event_id, topic, class_version,"

@@ -1,6 +1,6 @@
 """The Session aggregate, its rules and the SessionStore service. Imports no driver."""
 
-from domain.commands import (
+from sessionstore.domain.commands import (
     AddMessage,
     Command,
     CreateSession,
@@ -10,7 +10,7 @@ from domain.commands import (
     Resume,
     UpdateContext,
 )
-from domain.errors import (
+from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidInput,
@@ -24,7 +24,7 @@ from domain.errors import (
     StreamVersionTaken,
     TranscriptViolation,
 )
-from domain.ports import (
+from sessionstore.domain.ports import (
     LOG_START,
     AppendResult,
     EventLog,
@@ -34,8 +34,8 @@ from domain.ports import (
     RecordedEvent,
     StoredIdempotency,
 )
-from domain.session import Session, SessionStatus, evolve, replay
-from domain.store import Limits, SessionStore
+from sessionstore.domain.session import Session, SessionStatus, evolve, replay
+from sessionstore.domain.store import Limits, SessionStore
 
 __all__ = [
     "LOG_START",

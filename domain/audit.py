@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from domain.errors import BeforeCreation, InvalidInput, VersionBeyondStream
-from domain.session import Session, evolve
-from events.catalogue import SessionEvent
+from sessionstore.domain.errors import BeforeCreation, InvalidInput, VersionBeyondStream
+from sessionstore.domain.session import Session, evolve
+from sessionstore.events.catalogue import SessionEvent
 
 
 @dataclass(frozen=True, slots=True)

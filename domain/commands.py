@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from events.catalogue import (
+from sessionstore.events.catalogue import (
     Channel,
     EndStatus,
     Frozen,

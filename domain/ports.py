@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import NamedTuple, Protocol
 from uuid import UUID
 
-from events.catalogue import SessionEvent
+from sessionstore.events.catalogue import SessionEvent
 
 
 class LogCursor(NamedTuple):

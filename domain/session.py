@@ -18,9 +18,16 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
-from domain.commands import AddMessage, CreateSession, End, Interrupt, RecordTurn, UpdateContext
-from domain.errors import InvalidTransition, TranscriptViolation
-from events.catalogue import (
+from sessionstore.domain.commands import (
+    AddMessage,
+    CreateSession,
+    End,
+    Interrupt,
+    RecordTurn,
+    UpdateContext,
+)
+from sessionstore.domain.errors import InvalidTransition, TranscriptViolation
+from sessionstore.events.catalogue import (
     Channel,
     ContextUpdated,
     EndStatus,

@@ -29,8 +29,8 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from domain import session as rules
-from domain.commands import (
+from sessionstore.domain import session as rules
+from sessionstore.domain.commands import (
     AddMessage,
     Command,
     CreateSession,
@@ -40,7 +40,7 @@ from domain.commands import (
     Resume,
     UpdateContext,
 )
-from domain.errors import (
+from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidInput,
@@ -52,7 +52,7 @@ from domain.errors import (
     StreamVersionTaken,
     TranscriptViolation,
 )
-from domain.ports import (
+from sessionstore.domain.ports import (
     AppendResult,
     EventLog,
     IdempotencyClaim,
@@ -60,8 +60,8 @@ from domain.ports import (
     RecordedEvent,
     StoredIdempotency,
 )
-from domain.session import Session
-from events.catalogue import SessionEvent, SessionPolicy, ToolCall
+from sessionstore.domain.session import Session
+from sessionstore.events.catalogue import SessionEvent, SessionPolicy, ToolCall
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -1,6 +1,6 @@
 """The event catalogue and its codec. Imports no driver and no serialiser."""
 
-from events.catalogue import (
+from sessionstore.events.catalogue import (
     EVENT_TYPES,
     Channel,
     ContextUpdated,
@@ -17,7 +17,7 @@ from events.catalogue import (
     ToolCall,
     TurnRecorded,
 )
-from events.codec import (
+from sessionstore.events.codec import (
     CodecError,
     CorruptEvent,
     EncodedEvent,

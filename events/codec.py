@@ -19,7 +19,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from events.catalogue import EVENT_TYPES, SessionEvent
+from sessionstore.events.catalogue import EVENT_TYPES, SessionEvent
 
 
 class CodecError(Exception):

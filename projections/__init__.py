@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from projections.base import Projection
-from projections.cleanup import CleanupProjection
-from projections.metrics import MetricsProjection
-from projections.session_state import SessionStateProjection
-from projections.transcript import TranscriptProjection
+from sessionstore.projections.base import Projection
+from sessionstore.projections.cleanup import CleanupProjection
+from sessionstore.projections.metrics import MetricsProjection
+from sessionstore.projections.session_state import SessionStateProjection
+from sessionstore.projections.transcript import TranscriptProjection
 
 
 def all_projections() -> list[Projection]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from domain.ports import LogCursor, RecordedEvent
+from sessionstore.domain.ports import LogCursor, RecordedEvent
 
 ColumnType = Literal["uuid", "text", "int", "float", "bool", "timestamp", "date", "json"]
 Row = dict[str, Any]

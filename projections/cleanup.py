@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.ports import RecordedEvent
-from domain.session import SessionStatus
-from events.catalogue import (
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.domain.session import SessionStatus
+from sessionstore.events.catalogue import (
     EVENT_TYPES,
     SessionCreated,
     SessionEnded,
@@ -28,8 +28,8 @@ from events.catalogue import (
     SessionInterrupted,
     SessionResumed,
 )
-from projections.base import Batch, Key, Row, Table
-from projections.tables import SESSION_CLEANUP
+from sessionstore.projections.base import Batch, Key, Row, Table
+from sessionstore.projections.tables import SESSION_CLEANUP
 
 
 class CleanupProjection:

@@ -23,14 +23,14 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from domain.errors import (
+from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidTransition,
     SessionNotFound,
 )
-from domain.store import SessionStore
-from projections.queries import CleanupCandidate, SessionQueries
+from sessionstore.domain.store import SessionStore
+from sessionstore.projections.queries import CleanupCandidate, SessionQueries
 
 IDLE_REASON = "idle timeout"
 TTL_REASON = "ttl reached"

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from domain.errors import ProjectionOutdated, SchemaNotReady, StorageError
-from domain.ports import EventLog, LogCursor, RecordedEvent
-from projections.base import (
+from sessionstore.domain.errors import ProjectionOutdated, SchemaNotReady, StorageError
+from sessionstore.domain.ports import EventLog, LogCursor, RecordedEvent
+from sessionstore.projections.base import (
     Applied,
     Projection,
     ViewStore,

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from domain.ports import RecordedEvent
-from events.catalogue import (
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.events.catalogue import (
     EndStatus,
     MessageAdded,
     SessionCreated,
@@ -37,8 +37,8 @@ from events.catalogue import (
     SessionResumed,
     TurnRecorded,
 )
-from projections.base import Batch, Key, Row, Table
-from projections.tables import AGENT_DAILY_METRICS, SESSION_METRICS
+from sessionstore.projections.base import Batch, Key, Row, Table
+from sessionstore.projections.tables import AGENT_DAILY_METRICS, SESSION_METRICS
 
 BUCKET_RATIO = 1.15
 BUCKETS_MS: tuple[float, ...] = tuple(round(BUCKET_RATIO**i, 3) for i in range(97))

@@ -5,8 +5,8 @@ It reads the views the projections keep (never the log), so an answer reflects t
 each view's position: right after an append, use ``wait_for(result.position)`` to read your
 own write. Every query takes an optional ``tenant_id``; when given, rows of other tenants are
 never returned (a session of another tenant is "not found"). Implementations:
-``adapters.sql_queries.SQLQueries`` (SQLite and PostgreSQL) and
-``adapters.memory_queries.MemoryQueries``; ``adapters.bootstrap.open_queries`` picks one.
+``adapters.storage.sql.queries.SQLQueries`` (SQLite and PostgreSQL) and
+``adapters.storage.memory.queries.MemoryQueries``; ``adapters.bootstrap.open_queries`` picks one.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from domain.errors import InvalidInput, UnknownProjection
-from domain.session import Session, SessionStatus
-from events.catalogue import Channel, EndStatus, Modality, Role
-from projections.metrics import STAGES, add_ms, merge_histograms, percentile, rates
+from sessionstore.domain.errors import InvalidInput, UnknownProjection
+from sessionstore.domain.session import Session, SessionStatus
+from sessionstore.events.catalogue import Channel, EndStatus, Modality, Role
+from sessionstore.projections.metrics import STAGES, add_ms, merge_histograms, percentile, rates
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 from uuid import UUID
 
-from domain.errors import (
+from sessionstore.domain.errors import (
     ProjectionConflict,
     ProjectionFedFromKafka,
     ProjectionOutdated,
@@ -26,8 +26,8 @@ from domain.errors import (
     StorageError,
     UnknownProjection,
 )
-from domain.ports import EventLog, LogCursor
-from projections.base import (
+from sessionstore.domain.ports import EventLog, LogCursor
+from sessionstore.projections.base import (
     Projection,
     ProjectionStatus,
     Tracking,

@@ -13,9 +13,9 @@ from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
-from domain.ports import RecordedEvent
-from domain.session import Session, SessionStatus, evolve
-from events.catalogue import (
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.domain.session import Session, SessionStatus, evolve
+from sessionstore.events.catalogue import (
     EVENT_TYPES,
     Channel,
     EndStatus,
@@ -23,8 +23,8 @@ from events.catalogue import (
     SessionPolicy,
     ToolCall,
 )
-from projections.base import Batch, Key, Row, Table
-from projections.tables import SESSION_STATE
+from sessionstore.projections.base import Batch, Key, Row, Table
+from sessionstore.projections.tables import SESSION_STATE
 
 
 def state_to_row(session: Session, position: int) -> Row:

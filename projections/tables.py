@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from projections.base import Column, Table
+from sessionstore.projections.base import Column, Table
 
 
 def _c(name: str, type_: str, *, null: bool = False) -> Column:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from domain.ports import RecordedEvent
-from events.catalogue import (
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.events.catalogue import (
     MessageAdded,
     Modality,
     Role,
@@ -21,8 +21,8 @@ from events.catalogue import (
     SessionEvent,
     SessionInterrupted,
 )
-from projections.base import Batch, Key, Row, Table
-from projections.tables import TRANSCRIPT
+from sessionstore.projections.base import Batch, Key, Row, Table
+from sessionstore.projections.tables import TRANSCRIPT
 
 
 def aborted_content(event: SessionInterrupted | SessionEnded) -> str:

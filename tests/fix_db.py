@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.bootstrap import migrate
-from adapters.settings import Settings, load_settings
+from sessionstore.adapters.bootstrap import migrate
+from sessionstore.adapters.settings import Settings, load_settings
 
 DEFAULT_TEST_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -29,11 +29,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.bootstrap import migrate, open_log, open_views, open_waiter
-from adapters.http.keys import KeyStore
-from adapters.settings import Settings, load_settings
-from projections import all_projections
-from projections.runner import ProjectionRunner
+from sessionstore.adapters.bootstrap import migrate, open_log, open_views, open_waiter
+from sessionstore.adapters.http.keys import KeyStore
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.projections import all_projections
+from sessionstore.projections.runner import ProjectionRunner
 from tests.fix_db import drop_schema
 
 LAUNCHER = Path(__file__).parent / "integration" / "http_launcher.py"

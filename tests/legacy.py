@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from pydantic import StrictStr
 
-from adapters.serialization import SessionEventMapper
-from events.catalogue import (
+from sessionstore.adapters.storage.serialization import SessionEventMapper
+from sessionstore.events.catalogue import (
     EVENT_TYPES,
     Identifier,
     MessageAdded,
@@ -23,10 +23,10 @@ from events.catalogue import (
     TokenCount,
     ToolCall,
 )
-from events.codec import EventCodec
-from projections.base import Table
-from projections.tables import TRANSCRIPT
-from projections.transcript import TranscriptProjection
+from sessionstore.events.codec import EventCodec
+from sessionstore.projections.base import Table
+from sessionstore.projections.tables import TRANSCRIPT
+from sessionstore.projections.transcript import TranscriptProjection
 
 
 class MessageAddedV1(SessionEvent):

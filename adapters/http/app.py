@@ -38,20 +38,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters import audit
-from adapters.bootstrap import open_log, open_queries, open_views
-from adapters.http.keys import KeyStore, Principal
-from adapters.http.problems import (
+from sessionstore.adapters import audit
+from sessionstore.adapters.bootstrap import open_log, open_queries, open_views
+from sessionstore.adapters.http.keys import KeyStore, Principal
+from sessionstore.adapters.http.problems import (
     MEDIA_TYPE,
     Problem,
     error_response,
     problem_response,
     status_of,
 )
-from adapters.settings import Settings, load_settings
-from adapters.sql_log import SQLRunner
-from domain.audit import state_as_of
-from domain.commands import (
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.sql.log import SQLRunner
+from sessionstore.domain.audit import state_as_of
+from sessionstore.domain.commands import (
     AddMessage,
     Command,
     CreateSession,
@@ -61,7 +61,7 @@ from domain.commands import (
     Resume,
     UpdateContext,
 )
-from domain.errors import (
+from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidInput,
@@ -71,10 +71,10 @@ from domain.errors import (
     SessionStoreError,
     StorageError,
 )
-from domain.ports import EventLog, RecordedEvent
-from domain.session import Session, SessionStatus
-from domain.store import SessionStore
-from events.catalogue import (
+from sessionstore.domain.ports import EventLog, RecordedEvent
+from sessionstore.domain.session import Session, SessionStatus
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import (
     Channel,
     EndStatus,
     Identifier,
@@ -83,10 +83,10 @@ from events.catalogue import (
     SessionPolicy,
     ToolCall,
 )
-from events.codec import CodecError
-from projections import all_projections
-from projections.base import ProjectionStatus, ViewStore
-from projections.queries import (
+from sessionstore.events.codec import CodecError
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import ProjectionStatus, ViewStore
+from sessionstore.projections.queries import (
     DEFAULT_PAGE_SIZE,
     MAX_MESSAGES,
     MAX_PAGE_SIZE,
@@ -97,7 +97,7 @@ from projections.queries import (
     SessionSummary,
     TranscriptEntry,
 )
-from projections.runner import ProjectionRunner, rebuild, select
+from sessionstore.projections.runner import ProjectionRunner, rebuild, select
 
 logger = logging.getLogger("sessionstore.http")
 

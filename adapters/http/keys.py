@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from adapters.sql_log import SQLRunner
-from domain.errors import InvalidInput
+from sessionstore.adapters.storage.sql.log import SQLRunner
+from sessionstore.domain.errors import InvalidInput
 
 PREFIX = "ssk"
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 from starlette.responses import JSONResponse
 
-from domain.errors import SessionStoreError
+from sessionstore.domain.errors import SessionStoreError
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:sessionstore:problem:"

@@ -22,8 +22,8 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
-from domain.ports import RecordedEvent
-from events.codec import CodecError, EncodedEvent, EventCodec
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.events.codec import CodecError, EncodedEvent, EventCodec
 
 CONTENT_TYPE = b"application/vnd.sessionstore.event+json"
 

@@ -25,12 +25,12 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from adapters.kafka.messages import encode
-from adapters.settings import Settings
-from adapters.sql_log import SQLRunner
-from domain.errors import BrokerUnavailable, SessionStoreError
-from domain.ports import LOG_START, EventLog, LogCursor
-from projections.runner import Waiter
+from sessionstore.adapters.kafka.messages import encode
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.sql.log import SQLRunner
+from sessionstore.domain.errors import BrokerUnavailable, SessionStoreError
+from sessionstore.domain.ports import LOG_START, EventLog, LogCursor
+from sessionstore.projections.runner import Waiter
 
 log = logging.getLogger("sessionstore.relay")
 

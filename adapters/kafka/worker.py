@@ -25,13 +25,13 @@ from uuid import UUID
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
-from adapters.kafka.messages import MalformedMessage, decode
-from adapters.kafka.relay import Producer, ensure_topic, kafka_config, open_producer
-from adapters.settings import Settings
-from domain.errors import BrokerUnavailable, StorageError
-from domain.ports import RecordedEvent
-from events.codec import EventCodec
-from projections.feed import DeliveredFeed
+from sessionstore.adapters.kafka.messages import MalformedMessage, decode
+from sessionstore.adapters.kafka.relay import Producer, ensure_topic, kafka_config, open_producer
+from sessionstore.adapters.settings import Settings
+from sessionstore.domain.errors import BrokerUnavailable, StorageError
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.events.codec import EventCodec
+from sessionstore.projections.feed import DeliveredFeed
 
 log = logging.getLogger("sessionstore.kafka_worker")
 

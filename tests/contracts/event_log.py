@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.errors import (
+from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidInput,
@@ -21,9 +21,15 @@ from domain.errors import (
     SessionNotFound,
     StreamVersionTaken,
 )
-from domain.ports import LOG_START, EventLog, IdempotencyClaim, IdempotencyKeyExists, LogCursor
-from domain.store import SessionStore
-from events.catalogue import MessageAdded, Role, SessionCreated, SessionEvent
+from sessionstore.domain.ports import (
+    LOG_START,
+    EventLog,
+    IdempotencyClaim,
+    IdempotencyKeyExists,
+    LogCursor,
+)
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import MessageAdded, Role, SessionCreated, SessionEvent
 
 OpenLog = Callable[[], EventLog]
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -21,17 +21,22 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.errors import InvalidInput, ProjectionTimeout, SessionNotFound, UnknownProjection
-from domain.ports import LOG_START, AppendResult, EventLog
-from domain.session import SessionStatus
-from domain.store import SessionStore
-from events.catalogue import EndStatus, Role, SessionEnded
-from projections import all_projections
-from projections.base import Projection, ViewStore
-from projections.expiry import IDLE_REASON, TTL_REASON, expire_idle_sessions
-from projections.metrics import BUCKETS_MS, bucket_of
-from projections.queries import SessionQueries, SessionSummary
-from projections.runner import ProjectionRunner, rebuild
+from sessionstore.domain.errors import (
+    InvalidInput,
+    ProjectionTimeout,
+    SessionNotFound,
+    UnknownProjection,
+)
+from sessionstore.domain.ports import LOG_START, AppendResult, EventLog
+from sessionstore.domain.session import SessionStatus
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import EndStatus, Role, SessionEnded
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Projection, ViewStore
+from sessionstore.projections.expiry import IDLE_REASON, TTL_REASON, expire_idle_sessions
+from sessionstore.projections.metrics import BUCKETS_MS, bucket_of
+from sessionstore.projections.queries import SessionQueries, SessionSummary
+from sessionstore.projections.runner import ProjectionRunner, rebuild
 from tests.concurrency import run_together
 
 T0 = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)

@@ -10,12 +10,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.errors import ProjectionConflict, ProjectionOutdated
-from domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent
-from domain.store import SessionStore
-from events.catalogue import MessageAdded, SessionCreated
-from projections.base import Applied, Batch, Column, Key, Table, Tracking, ViewStore
-from projections.runner import ProjectionRunner, rebuild
+from sessionstore.domain.errors import ProjectionConflict, ProjectionOutdated
+from sessionstore.domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import MessageAdded, SessionCreated
+from sessionstore.projections.base import Applied, Batch, Column, Key, Table, Tracking, ViewStore
+from sessionstore.projections.runner import ProjectionRunner, rebuild
 
 T0 = datetime(2026, 3, 1, 23, 59, 30, tzinfo=UTC)
 

@@ -10,8 +10,8 @@ import sys
 
 import uvicorn
 
-from adapters.http.app import create_app
-from adapters.settings import load_settings
+from sessionstore.adapters.http.app import create_app
+from sessionstore.adapters.settings import load_settings
 
 
 def main() -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from adapters.bootstrap import open_log, open_views
-from adapters.settings import load_settings
-from projections import all_projections
-from projections.runner import ProjectionRunner
+from sessionstore.adapters.bootstrap import open_log, open_views
+from sessionstore.adapters.settings import load_settings
+from sessionstore.projections import all_projections
+from sessionstore.projections.runner import ProjectionRunner
 
 
 def main() -> None:

@@ -16,13 +16,13 @@ from uuid import UUID
 
 import pytest
 
-from adapters.audit import export, history, import_log
-from adapters.bootstrap import build_store, migrate, open_log
-from adapters.chain import Auditable, verify
-from adapters.settings import Settings, load_settings
-from domain.errors import ImportRejected
-from domain.ports import EventLog, StoredRow
-from domain.store import SessionStore
+from sessionstore.adapters.audit import export, history, import_log
+from sessionstore.adapters.bootstrap import build_store, migrate, open_log
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.chain import Auditable, verify
+from sessionstore.domain.errors import ImportRejected
+from sessionstore.domain.ports import EventLog, StoredRow
+from sessionstore.domain.store import SessionStore
 from tests.fix_db import drop_schema
 
 

@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from adapters.bootstrap import build_store
-from adapters.cli import EXIT_REQUEST, EXIT_SETTINGS, EXIT_STORAGE, app, session_json
-from adapters.demo import SCENARIOS, simulate
-from adapters.memory import MemoryEventLog
-from adapters.settings import load_settings
-from domain.session import SessionStatus
-from domain.store import SessionStore
-from events.catalogue import SessionEnded, SessionInterrupted, SessionResumed
+from sessionstore.adapters.bootstrap import build_store
+from sessionstore.adapters.cli import EXIT_REQUEST, EXIT_SETTINGS, EXIT_STORAGE, app, session_json
+from sessionstore.adapters.demo import SCENARIOS, simulate
+from sessionstore.adapters.settings import load_settings
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.session import SessionStatus
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import SessionEnded, SessionInterrupted, SessionResumed
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("sessionstore")
 WIDE = "200"  # so rich tables are not squeezed and rows stay on one line

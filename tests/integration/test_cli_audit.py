@@ -13,10 +13,10 @@ from uuid import UUID
 import pytest
 from typer.testing import CliRunner, Result
 
-from adapters.bootstrap import build_store, migrate
-from adapters.cli import EXIT_REQUEST, EXIT_TAMPERED, app, session_json
-from adapters.settings import load_settings
-from domain.store import SessionStore
+from sessionstore.adapters.bootstrap import build_store, migrate
+from sessionstore.adapters.cli import EXIT_REQUEST, EXIT_TAMPERED, app, session_json
+from sessionstore.adapters.settings import load_settings
+from sessionstore.domain.store import SessionStore
 
 
 def invoke(url: str, *args: str) -> Result:

@@ -20,8 +20,8 @@ import pytest
 import typer
 from typer.testing import Result
 
-from adapters.bootstrap import open_log, open_queries, open_views
-from adapters.cli import (
+from sessionstore.adapters.bootstrap import open_log, open_queries, open_views
+from sessionstore.adapters.cli import (
     EXIT_REQUEST,
     EXIT_SETTINGS,
     EXIT_STORAGE,
@@ -29,12 +29,12 @@ from adapters.cli import (
     _reported_errors,
     parse_duration,
 )
-from adapters.demo import run_demo
-from adapters.settings import Settings, load_settings
-from domain.errors import ProjectionTimeout
-from domain.store import SessionStore
-from events.catalogue import SessionEnded
-from projections.queries import STATUS_CHOICES
+from sessionstore.adapters.demo import run_demo
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.domain.errors import ProjectionTimeout
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import SessionEnded
+from sessionstore.projections.queries import STATUS_CHOICES
 from tests.integration.test_cli import CONSOLE_SCRIPT, clean_env, invoke, one_line_error
 
 PROJECTIONS = ("session_state", "transcript", "metrics", "cleanup")

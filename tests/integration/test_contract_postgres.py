@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.postgres.log import PostgresEventLog
-from adapters.settings import Settings
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.postgres.log import PostgresEventLog
 from tests.contracts.event_log import EventLogContract, OpenLog
 
 pytestmark = pytest.mark.postgres

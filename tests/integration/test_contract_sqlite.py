@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.settings import Settings
-from adapters.sqlite.log import SQLiteEventLog
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.sqlite.log import SQLiteEventLog
 from tests.contracts.event_log import EventLogContract, OpenLog
 
 

@@ -12,12 +12,12 @@ from uuid import uuid4
 
 import orjson
 
-from adapters.audit import export, import_log
-from adapters.bootstrap import build_store, migrate
-from adapters.chain import verify
-from adapters.settings import Settings, load_settings
-from adapters.sqlite.log import SQLiteEventLog
-from events.catalogue import SessionCreated
+from sessionstore.adapters.audit import export, import_log
+from sessionstore.adapters.bootstrap import build_store, migrate
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.chain import verify
+from sessionstore.adapters.storage.sqlite.log import SQLiteEventLog
+from sessionstore.events.catalogue import SessionCreated
 from tests.legacy import MessageAddedV1, v1_mapper
 
 

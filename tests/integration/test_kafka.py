@@ -20,21 +20,21 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from adapters.bootstrap import build_store, open_log, open_views, open_waiter
-from adapters.kafka.relay import Relay, ensure_topic, relay_positions
-from adapters.kafka.worker import DeadLetter, KafkaProjectionWorker
-from adapters.settings import Settings
-from domain.errors import ProjectionFedFromKafka
-from domain.ports import LOG_START, EventLog, RecordedEvent
-from domain.store import SessionStore
-from projections import all_projections
-from projections.base import ViewStore
-from projections.feed import DeliveredFeed
-from projections.runner import ProjectionRunner, rebuild
+from sessionstore.adapters.bootstrap import build_store, open_log, open_views, open_waiter
+from sessionstore.adapters.kafka.relay import Relay, ensure_topic, relay_positions
+from sessionstore.adapters.kafka.worker import DeadLetter, KafkaProjectionWorker
+from sessionstore.adapters.settings import Settings
+from sessionstore.domain.errors import ProjectionFedFromKafka
+from sessionstore.domain.ports import LOG_START, EventLog, RecordedEvent
+from sessionstore.domain.store import SessionStore
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import ViewStore
+from sessionstore.projections.feed import DeliveredFeed
+from sessionstore.projections.runner import ProjectionRunner, rebuild
 from tests.integration.test_projection_runner import converse, every_event, wait_until
 from tests.kafka_broker import TansuBroker, free_port
 
-SESSIONSTORE = [sys.executable, "-m", "adapters.cli"]
+SESSIONSTORE = [sys.executable, "-m", "sessionstore"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -543,7 +543,7 @@ def test_unreadable_messages_go_to_the_dead_letter_topic_and_the_worker_goes_on(
 
 
 def relay_value(recorded: RecordedEvent) -> bytes:
-    from adapters.kafka.messages import encode
+    from sessionstore.adapters.kafka.messages import encode
 
     return encode(recorded).value
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.bootstrap import open_log
-from adapters.http.keys import KeyStore, Principal, Role, split_key
-from adapters.settings import Settings
-from domain.errors import InvalidInput
+from sessionstore.adapters.bootstrap import open_log
+from sessionstore.adapters.http.keys import KeyStore, Principal, Role, split_key
+from sessionstore.adapters.settings import Settings
+from sessionstore.domain.errors import InvalidInput
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

@@ -11,14 +11,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.bootstrap import build_store, migrate
-from adapters.migrations import discover
-from adapters.postgres.log import PostgresEventLog
-from adapters.settings import Settings, load_settings
-from domain.errors import ConcurrencyConflict, SchemaNotReady, StorageError
-from domain.ports import LOG_START, AppendResult, LogCursor
-from domain.store import SessionStore
-from events.catalogue import SessionCreated
+from sessionstore.adapters.bootstrap import build_store, migrate
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.migrations import discover
+from sessionstore.adapters.storage.postgres.log import PostgresEventLog
+from sessionstore.domain.errors import ConcurrencyConflict, SchemaNotReady, StorageError
+from sessionstore.domain.ports import LOG_START, AppendResult, LogCursor
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import SessionCreated
 from tests.concurrency import run_together
 
 pytestmark = pytest.mark.postgres
@@ -197,7 +197,7 @@ def test_two_migrators_at_once_apply_each_migration_once(pg_bare_settings: Setti
     outcomes = run_together(lambda: migrate(pg_bare_settings), lambda: migrate(pg_bare_settings))
     assert sorted(outcomes, key=len) == [
         [],
-        [m.label for m in discover("adapters.postgres.migrations")],
+        [m.label for m in discover("sessionstore.adapters.storage.postgres.migrations")],
     ]
     PostgresEventLog.open(pg_bare_settings).close()
 

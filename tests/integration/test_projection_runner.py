@@ -17,14 +17,20 @@ from uuid import UUID
 
 import pytest
 
-from adapters.bootstrap import build_store, open_log, open_queries, open_views, open_waiter
-from adapters.settings import Settings
-from domain.ports import LOG_START, EventLog, RecordedEvent
-from domain.store import SessionStore
-from events.catalogue import MessageAdded, SessionCreated
-from projections import all_projections
-from projections.base import Batch, Column, Key, Projection, Table, ViewStore
-from projections.runner import ProjectionRunner, rebuild
+from sessionstore.adapters.bootstrap import (
+    build_store,
+    open_log,
+    open_queries,
+    open_views,
+    open_waiter,
+)
+from sessionstore.adapters.settings import Settings
+from sessionstore.domain.ports import LOG_START, EventLog, RecordedEvent
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import MessageAdded, SessionCreated
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Batch, Column, Key, Projection, Table, ViewStore
+from sessionstore.projections.runner import ProjectionRunner, rebuild
 
 WORKER = Path(__file__).with_name("projection_worker.py")
 

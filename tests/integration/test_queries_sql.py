@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from adapters.bootstrap import open_log, open_queries, open_views
-from adapters.settings import Settings
-from adapters.sql_queries import SQLQueries
-from adapters.sqlite.views import SQLiteViewStore
-from domain.ports import EventLog
-from domain.store import SessionStore
-from projections import all_projections
-from projections.base import ViewStore
-from projections.queries import SessionQueries
-from projections.runner import ProjectionRunner
+from sessionstore.adapters.bootstrap import open_log, open_queries, open_views
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.sql.queries import SQLQueries
+from sessionstore.adapters.storage.sqlite.views import SQLiteViewStore
+from sessionstore.domain.ports import EventLog
+from sessionstore.domain.store import SessionStore
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import ViewStore
+from sessionstore.projections.queries import SessionQueries
+from sessionstore.projections.runner import ProjectionRunner
 from tests.contracts.queries import Clock, QueriesContract
 
 

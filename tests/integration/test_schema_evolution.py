@@ -19,14 +19,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.bootstrap import open_log, open_queries, open_views
-from adapters.serialization import SessionEventMapper
-from adapters.settings import Settings
-from domain.errors import ProjectionOutdated
-from domain.ports import EventLog
-from domain.session import SessionStatus
-from domain.store import SessionStore
-from events.catalogue import (
+from sessionstore.adapters.bootstrap import open_log, open_queries, open_views
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.serialization import SessionEventMapper
+from sessionstore.domain.errors import ProjectionOutdated
+from sessionstore.domain.ports import EventLog
+from sessionstore.domain.session import SessionStatus
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import (
     Identifier,
     MessageAdded,
     Modality,
@@ -35,11 +35,11 @@ from events.catalogue import (
     SessionEvent,
     ToolCall,
 )
-from events.codec import CorruptEvent, EventCodec
-from projections import all_projections
-from projections.base import ViewStore, fingerprint
-from projections.runner import ProjectionRunner, rebuild
-from projections.transcript import TranscriptProjection
+from sessionstore.events.codec import CorruptEvent, EventCodec
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import ViewStore, fingerprint
+from sessionstore.projections.runner import ProjectionRunner, rebuild
+from sessionstore.projections.transcript import TranscriptProjection
 from tests.legacy import (
     TRANSCRIPT_BEFORE_V2,
     MessageAddedV1,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.bootstrap import build_store, migrate
-from adapters.migrations import discover
-from adapters.settings import Settings, load_settings
-from adapters.sqlite.log import SQLiteEventLog
-from domain.errors import ConcurrencyConflict, SchemaNotReady, StorageError
-from domain.ports import AppendResult
+from sessionstore.adapters.bootstrap import build_store, migrate
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.migrations import discover
+from sessionstore.adapters.storage.sqlite.log import SQLiteEventLog
+from sessionstore.domain.errors import ConcurrencyConflict, SchemaNotReady, StorageError
+from sessionstore.domain.ports import AppendResult
 from tests.concurrency import run_together
 
 
@@ -71,7 +71,7 @@ def test_migrating_twice_applies_nothing_the_second_time(tmp_path: Path) -> None
     outcomes = run_together(lambda: migrate(settings), lambda: migrate(settings))
     assert sorted(outcomes, key=len) == [
         [],
-        [m.label for m in discover("adapters.sqlite.migrations")],
+        [m.label for m in discover("sessionstore.adapters.storage.sqlite.migrations")],
     ]
     assert migrate(settings) == []
 

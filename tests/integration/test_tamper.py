@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.bootstrap import build_store, open_log
-from adapters.chain import Auditable, create_checkpoint, verify
-from adapters.settings import Settings
-from domain.store import SessionStore
+from sessionstore.adapters.bootstrap import build_store, open_log
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.chain import Auditable, create_checkpoint, verify
+from sessionstore.domain.store import SessionStore
 
 
 class Database(Protocol):

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.postgres.log import PostgresEventLog
-from adapters.postgres.views import PostgresViewStore
-from adapters.settings import Settings
-from adapters.sqlite.log import SQLiteEventLog
-from adapters.sqlite.views import SQLiteViewStore
-from domain.ports import EventLog
-from projections.base import ViewStore
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.postgres.log import PostgresEventLog
+from sessionstore.adapters.storage.postgres.views import PostgresViewStore
+from sessionstore.adapters.storage.sqlite.log import SQLiteEventLog
+from sessionstore.adapters.storage.sqlite.views import SQLiteViewStore
+from sessionstore.domain.ports import EventLog
+from sessionstore.projections.base import ViewStore
 from tests.contracts.view_store import ViewStoreContract
 
 

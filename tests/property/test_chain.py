@@ -8,9 +8,9 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.chain import verify
-from adapters.memory import MemoryEventLog
-from domain.store import SessionStore
+from sessionstore.adapters.storage.chain import verify
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.store import SessionStore
 
 
 def history(log: MemoryEventLog, sizes: list[int]) -> list:  # type: ignore[type-arg]

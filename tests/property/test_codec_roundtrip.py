@@ -9,8 +9,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.serialization import SessionEventMapper
-from events.catalogue import (
+from sessionstore.adapters.storage.serialization import SessionEventMapper
+from sessionstore.events.catalogue import (
     EVENT_TYPES,
     Channel,
     ContextUpdated,

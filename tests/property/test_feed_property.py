@@ -18,16 +18,16 @@ from uuid import UUID
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from adapters.kafka.messages import decode, encode
-from adapters.memory import MemoryEventLog
-from adapters.memory_views import MemoryViewStore
-from domain.ports import RecordedEvent
-from domain.store import SessionStore
-from events.codec import EventCodec
-from projections import all_projections
-from projections.base import Row
-from projections.feed import DeliveredFeed
-from projections.runner import rebuild
+from sessionstore.adapters.kafka.messages import decode, encode
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.adapters.storage.memory.views import MemoryViewStore
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.codec import EventCodec
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Row
+from sessionstore.projections.feed import DeliveredFeed
+from sessionstore.projections.runner import rebuild
 from tests.property.test_projection_replay import START, Draw, _act, _create, gaps, micros
 
 Snapshot = dict[tuple[str, str], list[Row]]

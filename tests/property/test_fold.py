@@ -11,12 +11,19 @@ from uuid import UUID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.serialization import SessionEventMapper
-from domain import session as rules
-from domain.commands import AddMessage, CreateSession, End, Interrupt, RecordTurn, UpdateContext
-from domain.errors import InvalidTransition, TranscriptViolation
-from domain.session import Session, SessionStatus, evolve, replay
-from events.catalogue import (
+from sessionstore.adapters.storage.serialization import SessionEventMapper
+from sessionstore.domain import session as rules
+from sessionstore.domain.commands import (
+    AddMessage,
+    CreateSession,
+    End,
+    Interrupt,
+    RecordTurn,
+    UpdateContext,
+)
+from sessionstore.domain.errors import InvalidTransition, TranscriptViolation
+from sessionstore.domain.session import Session, SessionStatus, evolve, replay
+from sessionstore.events.catalogue import (
     ContextUpdated,
     EndStatus,
     InterruptReason,

@@ -21,12 +21,12 @@ from uuid import UUID
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from adapters.memory import MemoryEventLog
-from adapters.memory_views import MemoryViewStore
-from domain.ports import RecordedEvent
-from domain.session import Session, SessionStatus, replay
-from domain.store import SessionStore
-from events.catalogue import (
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.adapters.storage.memory.views import MemoryViewStore
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.domain.session import Session, SessionStatus, replay
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import (
     ContextUpdated,
     EndStatus,
     InterruptReason,
@@ -39,12 +39,12 @@ from events.catalogue import (
     SessionResumed,
     TurnRecorded,
 )
-from projections import all_projections
-from projections.base import Batch, Key, Projection, Row, Table
-from projections.metrics import BUCKETS_MS, merge_histograms, percentile
-from projections.runner import ProjectionRunner, rebuild
-from projections.session_state import state_to_row
-from projections.tables import (
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Batch, Key, Projection, Row, Table
+from sessionstore.projections.metrics import BUCKETS_MS, merge_histograms, percentile
+from sessionstore.projections.runner import ProjectionRunner, rebuild
+from sessionstore.projections.session_state import state_to_row
+from sessionstore.projections.tables import (
     AGENT_DAILY_METRICS,
     SESSION_CLEANUP,
     SESSION_METRICS,

@@ -27,8 +27,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from adapters.memory import MemoryEventLog
-from domain.errors import (
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidInput,
@@ -38,10 +38,10 @@ from domain.errors import (
     SessionNotFound,
     TranscriptViolation,
 )
-from domain.ports import AppendResult
-from domain.session import Session, replay
-from domain.store import Limits, SessionStore
-from events.catalogue import EndStatus, InterruptReason, MessageAdded, SessionResumed
+from sessionstore.domain.ports import AppendResult
+from sessionstore.domain.session import Session, replay
+from sessionstore.domain.store import Limits, SessionStore
+from sessionstore.events.catalogue import EndStatus, InterruptReason, MessageAdded, SessionResumed
 
 MAX_CONTENT_BYTES = 80
 LIMITS = Limits(max_content_bytes=MAX_CONTENT_BYTES)

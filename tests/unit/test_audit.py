@@ -8,20 +8,20 @@ from uuid import UUID
 
 import pytest
 
-from adapters.audit import export, history, import_log
-from adapters.chain import verify
-from adapters.memory import MemoryEventLog
-from domain.audit import FieldChange, diff, state_as_of
-from domain.errors import (
+from sessionstore.adapters.audit import export, history, import_log
+from sessionstore.adapters.storage.chain import verify
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.audit import FieldChange, diff, state_as_of
+from sessionstore.domain.errors import (
     BeforeCreation,
     ImportRejected,
     InvalidInput,
     SessionNotFound,
     VersionBeyondStream,
 )
-from domain.session import SessionStatus, replay
-from domain.store import SessionStore
-from events.catalogue import SessionEvent
+from sessionstore.domain.session import SessionStatus, replay
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import SessionEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -12,9 +12,9 @@ import pytest
 from eventsourcing.compressor import ZlibCompressor
 from pydantic import ValidationError
 
-from adapters.memory import MemoryEventLog
-from adapters.serialization import SessionEventMapper, SessionStoredEvent
-from events.catalogue import (
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
+from sessionstore.events.catalogue import (
     EVENT_TYPES,
     MessageAdded,
     Modality,
@@ -23,7 +23,7 @@ from events.catalogue import (
     SessionEvent,
     SessionResumed,
 )
-from events.codec import (
+from sessionstore.events.codec import (
     CodecError,
     CorruptEvent,
     EncodedEvent,

@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from domain.commands import (
+from sessionstore.domain.commands import (
     AddMessage,
     Command,
     CreateSession,
@@ -21,7 +21,14 @@ from domain.commands import (
     Resume,
     UpdateContext,
 )
-from events.catalogue import Channel, EndStatus, Modality, Role, SessionPolicy, ToolCall
+from sessionstore.events.catalogue import (
+    Channel,
+    EndStatus,
+    Modality,
+    Role,
+    SessionPolicy,
+    ToolCall,
+)
 
 CREATE = {"tenant_id": "acme", "user_id": "u-1", "agent_id": "bot"}
 CALL = {"id": "call-1", "name": "get_weather", "arguments": {"city": "Zürich"}}

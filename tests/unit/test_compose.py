@@ -15,8 +15,8 @@ import typer.core
 import typer.main
 import yaml
 
-from adapters import cli
-from adapters.settings import Settings, load_settings
+from sessionstore.adapters import cli
+from sessionstore.adapters.settings import Settings, load_settings
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 STACK = ("postgres", "kafka", "migrate", "api", "relay", "projector")

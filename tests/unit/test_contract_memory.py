@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.memory import MemoryEventLog
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
 from tests.contracts.event_log import EventLogContract, OpenLog
 
 

@@ -12,16 +12,16 @@ from uuid import UUID
 
 import pytest
 
-from adapters.kafka.messages import decode, encode
-from adapters.memory import MemoryEventLog
-from adapters.memory_views import MemoryViewStore
-from domain.errors import ProjectionFedFromKafka, ProjectionTimeout, StorageError
-from domain.ports import LOG_START, RecordedEvent
-from events.codec import EventCodec
-from projections import all_projections
-from projections.base import Applied, Batch, Key, Projection, Row, Table, Tracking
-from projections.feed import DeliveredFeed, FeedResult
-from projections.runner import ProjectionRunner, rebuild, wait_for_position
+from sessionstore.adapters.kafka.messages import decode, encode
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.adapters.storage.memory.views import MemoryViewStore
+from sessionstore.domain.errors import ProjectionFedFromKafka, ProjectionTimeout, StorageError
+from sessionstore.domain.ports import LOG_START, RecordedEvent
+from sessionstore.events.codec import EventCodec
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Applied, Batch, Key, Projection, Row, Table, Tracking
+from sessionstore.projections.feed import DeliveredFeed, FeedResult
+from sessionstore.projections.runner import ProjectionRunner, rebuild, wait_for_position
 from tests.concurrency import run_together
 from tests.unit.test_projections import WEATHER, Views, conversation
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
-from adapters.http.app import create_app, namespaced, parse_if_match
-from adapters.http.keys import KeyStore
-from adapters.settings import Settings, load_settings
+from sessionstore.adapters.http.app import create_app, namespaced, parse_if_match
+from sessionstore.adapters.http.keys import KeyStore
+from sessionstore.adapters.settings import Settings, load_settings
 
 with warnings.catch_warnings():
     # starlette asks for httpx2 instead of httpx; the TestClient works the same with either.

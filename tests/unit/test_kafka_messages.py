@@ -14,16 +14,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.kafka.messages import CONTENT_TYPE, MalformedMessage, Message, decode, encode
-from domain.ports import RecordedEvent
-from events.catalogue import (
+from sessionstore.adapters.kafka.messages import (
+    CONTENT_TYPE,
+    MalformedMessage,
+    Message,
+    decode,
+    encode,
+)
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.events.catalogue import (
     EVENT_TYPES,
     MessageAdded,
     Modality,
     Role,
     SessionEvent,
 )
-from events.codec import EventCodec
+from sessionstore.events.codec import EventCodec
 from tests.legacy import MessageAddedV1
 from tests.property.test_codec_roundtrip import STRATEGIES, aware_datetimes, identifiers
 

@@ -13,16 +13,16 @@ from uuid import UUID
 
 import pytest
 
-from adapters.memory import MemoryEventLog
-from adapters.memory_views import MemoryViewStore
-from domain.ports import RecordedEvent
-from domain.session import PREVIEW_CHARS, SessionStatus, replay
-from domain.store import SessionStore
-from events.catalogue import EVENT_TYPES, EndStatus, MessageAdded, TurnRecorded
-from projections import all_projections
-from projections.base import Batch, Projection, Row, Table
-from projections.cleanup import CleanupProjection
-from projections.metrics import (
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.adapters.storage.memory.views import MemoryViewStore
+from sessionstore.domain.ports import RecordedEvent
+from sessionstore.domain.session import PREVIEW_CHARS, SessionStatus, replay
+from sessionstore.domain.store import SessionStore
+from sessionstore.events.catalogue import EVENT_TYPES, EndStatus, MessageAdded, TurnRecorded
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Batch, Projection, Row, Table
+from sessionstore.projections.cleanup import CleanupProjection
+from sessionstore.projections.metrics import (
     BUCKETS_MS,
     MetricsProjection,
     bucket_of,
@@ -31,16 +31,20 @@ from projections.metrics import (
     percentile,
     rates,
 )
-from projections.runner import ProjectionRunner, rebuild
-from projections.session_state import SessionStateProjection, row_to_state, state_to_row
-from projections.tables import (
+from sessionstore.projections.runner import ProjectionRunner, rebuild
+from sessionstore.projections.session_state import (
+    SessionStateProjection,
+    row_to_state,
+    state_to_row,
+)
+from sessionstore.projections.tables import (
     AGENT_DAILY_METRICS,
     SESSION_CLEANUP,
     SESSION_METRICS,
     SESSION_STATE,
     TRANSCRIPT,
 )
-from projections.transcript import TranscriptProjection
+from sessionstore.projections.transcript import TranscriptProjection
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 OWNER = {

@@ -8,16 +8,16 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.memory import MemoryEventLog
-from adapters.memory_queries import MemoryQueries
-from adapters.memory_views import MemoryViewStore
-from domain.errors import InvalidInput
-from domain.session import SessionStatus
-from events.catalogue import EndStatus
-from projections import all_projections
-from projections.expiry import IDLE_REASON, TTL_REASON, expiry_reason, idempotency_key
-from projections.metrics import BUCKETS_MS, new_daily_row
-from projections.queries import (
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.adapters.storage.memory.queries import MemoryQueries
+from sessionstore.adapters.storage.memory.views import MemoryViewStore
+from sessionstore.domain.errors import InvalidInput
+from sessionstore.domain.session import SessionStatus
+from sessionstore.events.catalogue import EndStatus
+from sessionstore.projections import all_projections
+from sessionstore.projections.expiry import IDLE_REASON, TTL_REASON, expiry_reason, idempotency_key
+from sessionstore.projections.metrics import BUCKETS_MS, new_daily_row
+from sessionstore.projections.queries import (
     CleanupCandidate,
     agent_metrics_from_rows,
     decode_cursor,

@@ -10,11 +10,18 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain import session as rules
-from domain.commands import AddMessage, CreateSession, End, Interrupt, RecordTurn, UpdateContext
-from domain.errors import InvalidTransition, TranscriptViolation
-from domain.session import PREVIEW_CHARS, Session, SessionStatus, evolve, replay
-from events.catalogue import (
+from sessionstore.domain import session as rules
+from sessionstore.domain.commands import (
+    AddMessage,
+    CreateSession,
+    End,
+    Interrupt,
+    RecordTurn,
+    UpdateContext,
+)
+from sessionstore.domain.errors import InvalidTransition, TranscriptViolation
+from sessionstore.domain.session import PREVIEW_CHARS, Session, SessionStatus, evolve, replay
+from sessionstore.events.catalogue import (
     Channel,
     ContextUpdated,
     EndStatus,

@@ -13,9 +13,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.memory import MemoryEventLog
-from domain.commands import Resume
-from domain.errors import (
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.domain.commands import Resume
+from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidInput,
@@ -26,10 +26,10 @@ from domain.errors import (
     SessionStoreError,
     TranscriptViolation,
 )
-from domain.ports import AppendResult, RecordedEvent
-from domain.session import SessionStatus, replay
-from domain.store import Limits, SessionStore
-from events.catalogue import (
+from sessionstore.domain.ports import AppendResult, RecordedEvent
+from sessionstore.domain.session import SessionStatus, replay
+from sessionstore.domain.store import Limits, SessionStore
+from sessionstore.events.catalogue import (
     Channel,
     ContextUpdated,
     EndStatus,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.memory import MemoryEventLog
-from adapters.memory_views import MemoryViewStore
+from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.adapters.storage.memory.views import MemoryViewStore
 from tests.contracts.view_store import ViewStoreContract
 
 

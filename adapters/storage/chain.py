@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.ports import LOG_START, LogCursor, StoredRow
+from sessionstore.domain.ports import LOG_START, LogCursor, StoredRow
 
 GENESIS = bytes(32)
 """The "previous hash" of every session's version 1."""

@@ -15,9 +15,9 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
-from domain.errors import ProjectionConflict, UnknownProjection
-from domain.ports import LOG_START, LogCursor
-from projections.base import (
+from sessionstore.domain.errors import ProjectionConflict, UnknownProjection
+from sessionstore.domain.ports import LOG_START, LogCursor
+from sessionstore.projections.base import (
     Applied,
     Batch,
     ColumnType,
@@ -409,7 +409,7 @@ class SQLViewStore(ABC):
 
     def _tables_of(self, projection: str) -> tuple[Table, ...]:
         if projection not in self._known:
-            from projections import all_projections  # noqa: PLC0415 - avoids an import cycle
+            from sessionstore.projections import all_projections  # noqa: PLC0415 - avoids an import cycle
 
             for known in all_projections():
                 self._known.setdefault(known.name, known.tables)

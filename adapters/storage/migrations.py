@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from domain.errors import SchemaNotReady, StorageError
+from sessionstore.domain.errors import SchemaNotReady, StorageError
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

@@ -7,13 +7,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from adapters.memory_views import MemoryViewStore
-from domain.errors import SessionNotFound
-from domain.ports import EventLog
-from domain.store import parse_session_id
-from projections import all_projections
-from projections.base import Row, Table
-from projections.queries import (
+from sessionstore.adapters.storage.memory.views import MemoryViewStore
+from sessionstore.domain.errors import SessionNotFound
+from sessionstore.domain.ports import EventLog
+from sessionstore.domain.store import parse_session_id
+from sessionstore.projections import all_projections
+from sessionstore.projections.base import Row, Table
+from sessionstore.projections.queries import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_WAIT_SECONDS,
     MAX_MESSAGES,
@@ -36,9 +36,9 @@ from projections.queries import (
     summary_from_row,
     wait_for_views,
 )
-from projections.runner import wait_for_position
-from projections.session_state import row_to_state
-from projections.tables import (
+from sessionstore.projections.runner import wait_for_position
+from sessionstore.projections.session_state import row_to_state
+from sessionstore.projections.tables import (
     AGENT_DAILY_METRICS,
     SESSION_CLEANUP,
     SESSION_METRICS,

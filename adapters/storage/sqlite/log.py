@@ -18,12 +18,18 @@ from uuid import UUID
 from eventsourcing import persistence as es
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 
-from adapters.migrations import check_version, discover
-from adapters.serialization import SessionEventMapper, SessionStoredEvent
-from adapters.settings import Settings
-from adapters.sql_log import LastHashes, SQLEventLog, appended, chain_hashes, encode_batch
-from domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
-from domain.ports import (
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.migrations import check_version, discover
+from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
+from sessionstore.adapters.storage.sql.log import (
+    LastHashes,
+    SQLEventLog,
+    appended,
+    chain_hashes,
+    encode_batch,
+)
+from sessionstore.domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
+from sessionstore.domain.ports import (
     LOG_START,
     AppendResult,
     IdempotencyClaim,
@@ -32,9 +38,9 @@ from domain.ports import (
     StoredIdempotency,
     StoredRow,
 )
-from events.catalogue import SessionEvent
+from sessionstore.events.catalogue import SessionEvent
 
-MIGRATIONS_PACKAGE = "adapters.sqlite.migrations"
+MIGRATIONS_PACKAGE = "sessionstore.adapters.storage.sqlite.migrations"
 LOCK_TIMEOUT_SECONDS = 10
 
 _COLUMNS = (

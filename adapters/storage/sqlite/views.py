@@ -16,11 +16,11 @@ import orjson
 from eventsourcing import persistence as es
 from eventsourcing.sqlite import SQLiteDatastore
 
-from adapters.settings import Settings
-from adapters.sql_views import Cursor, Reader, SQLViewStore
-from adapters.sqlite.log import format_time, open_datastore, parse_time
-from domain.errors import SchemaNotReady, StorageError
-from projections.base import ColumnType, Key, Table
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.sql.views import Cursor, Reader, SQLViewStore
+from sessionstore.adapters.storage.sqlite.log import format_time, open_datastore, parse_time
+from sessionstore.domain.errors import SchemaNotReady, StorageError
+from sessionstore.projections.base import ColumnType, Key, Table
 
 _TO_DB: dict[ColumnType, Callable[[Any], Any]] = {
     "uuid": str,

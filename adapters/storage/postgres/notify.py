@@ -18,7 +18,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from adapters.settings import Settings
+from sessionstore.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,19 @@ from psycopg.rows import TupleRow, tuple_row
 from psycopg.sql import SQL, Identifier
 from psycopg.types.json import set_json_loads
 
-from adapters.migrations import check_version, discover
-from adapters.postgres.notify import PostgresNotifier
-from adapters.serialization import SessionEventMapper, SessionStoredEvent
-from adapters.settings import Settings
-from adapters.sql_log import LastHashes, SQLEventLog, appended, chain_hashes, encode_batch
-from domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
-from domain.ports import (
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.migrations import check_version, discover
+from sessionstore.adapters.storage.postgres.notify import PostgresNotifier
+from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
+from sessionstore.adapters.storage.sql.log import (
+    LastHashes,
+    SQLEventLog,
+    appended,
+    chain_hashes,
+    encode_batch,
+)
+from sessionstore.domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
+from sessionstore.domain.ports import (
     LOG_START,
     AppendResult,
     IdempotencyClaim,
@@ -41,9 +47,9 @@ from domain.ports import (
     StoredIdempotency,
     StoredRow,
 )
-from events.catalogue import SessionEvent
+from sessionstore.events.catalogue import SessionEvent
 
-MIGRATIONS_PACKAGE = "adapters.postgres.migrations"
+MIGRATIONS_PACKAGE = "sessionstore.adapters.storage.postgres.migrations"
 
 _COLUMNS = (
     "position, tx::text::bigint, session_id, version, event_id, topic, class_version, "

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from adapters.chain import GENESIS, Checkpoint
-from adapters.serialization import SessionEventMapper, SessionStoredEvent
-from adapters.sql_log import _uuid, appended, chain_hashes, encode_batch
-from domain.errors import StreamVersionTaken
-from domain.ports import (
+from sessionstore.adapters.storage.chain import GENESIS, Checkpoint
+from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
+from sessionstore.adapters.storage.sql.log import _uuid, appended, chain_hashes, encode_batch
+from sessionstore.domain.errors import StreamVersionTaken
+from sessionstore.domain.ports import (
     LOG_START,
     AppendResult,
     IdempotencyClaim,
@@ -22,7 +22,7 @@ from domain.ports import (
     StoredIdempotency,
     StoredRow,
 )
-from events.catalogue import SessionEvent
+from sessionstore.events.catalogue import SessionEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,14 @@ import sqlite3
 import time
 from collections.abc import Iterator
 
-from adapters.migrations import discover
-from adapters.settings import Settings
-from adapters.sqlite.log import LOCK_TIMEOUT_SECONDS, MIGRATIONS_PACKAGE, open_datastore
-from domain.errors import StorageError
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.migrations import discover
+from sessionstore.adapters.storage.sqlite.log import (
+    LOCK_TIMEOUT_SECONDS,
+    MIGRATIONS_PACKAGE,
+    open_datastore,
+)
+from sessionstore.domain.errors import StorageError
 
 
 def statements(script: str) -> Iterator[str]:

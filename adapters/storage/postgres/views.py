@@ -11,10 +11,14 @@ import orjson
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from adapters.postgres.log import PostgresEventLog, SessionStoreDatastore, datastore_from_settings
-from adapters.settings import Settings
-from adapters.sql_views import Cursor, Reader, SQLViewStore
-from projections.base import ColumnType, Key, Table
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.postgres.log import (
+    PostgresEventLog,
+    SessionStoreDatastore,
+    datastore_from_settings,
+)
+from sessionstore.adapters.storage.sql.views import Cursor, Reader, SQLViewStore
+from sessionstore.projections.base import ColumnType, Key, Table
 
 _DDL_LOCK = 0x5E55_1058  # serialises projection DDL (generations) across processes
 _FEED_LOCK = 0x5E55_1059  # one Kafka-fed worker at a time in a read-apply-write cycle

@@ -15,8 +15,8 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import Cipher, Compressor, Mapper, StoredEvent, Transcoder
 
-from events.catalogue import SessionEvent
-from events.codec import CorruptEvent, EncodedEvent, EventCodec
+from sessionstore.events.catalogue import SessionEvent
+from sessionstore.events.codec import CorruptEvent, EncodedEvent, EventCodec
 
 
 class OrjsonTranscoder(Transcoder):

@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any, ClassVar, NoReturn, Protocol
 from uuid import UUID
 
-from adapters.chain import GENESIS, Checkpoint, chain_of, event_digest, link
-from adapters.serialization import SessionEventMapper, SessionStoredEvent
-from domain.errors import StorageError
-from domain.ports import (
+from sessionstore.adapters.storage.chain import GENESIS, Checkpoint, chain_of, event_digest, link
+from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
+from sessionstore.domain.errors import StorageError
+from sessionstore.domain.ports import (
     LOG_START,
     AppendResult,
     IdempotencyKeyExists,
@@ -23,7 +23,7 @@ from domain.ports import (
     StoredIdempotency,
     StoredRow,
 )
-from events.catalogue import SessionEvent
+from sessionstore.events.catalogue import SessionEvent
 
 
 def encode_batch(

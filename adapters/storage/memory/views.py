@@ -8,9 +8,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from uuid import UUID
 
-from domain.errors import ProjectionConflict, StorageError
-from domain.ports import LOG_START, LogCursor
-from projections.base import Applied, Batch, Key, Projection, Row, Table, Tracking, fingerprint
+from sessionstore.domain.errors import ProjectionConflict, StorageError
+from sessionstore.domain.ports import LOG_START, LogCursor
+from sessionstore.projections.base import (
+    Applied,
+    Batch,
+    Key,
+    Projection,
+    Row,
+    Table,
+    Tracking,
+    fingerprint,
+)
 
 
 class MemoryViewStore:

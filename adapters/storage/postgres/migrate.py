@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from psycopg.sql import SQL, Identifier
 
-from adapters.migrations import discover
-from adapters.postgres.log import MIGRATIONS_PACKAGE, PostgresEventLog, datastore_from_settings
-from adapters.settings import Settings
+from sessionstore.adapters.settings import Settings
+from sessionstore.adapters.storage.migrations import discover
+from sessionstore.adapters.storage.postgres.log import (
+    MIGRATIONS_PACKAGE,
+    PostgresEventLog,
+    datastore_from_settings,
+)
 
 _LOCK_KEY = 0x5E55_1057  # arbitrary constant naming "sessionstore migrations"
 

@@ -1,0 +1,1 @@
+"""What the SQL backends (SQLite and PostgreSQL) share: the log, view tables and queries."""

@@ -1,0 +1,1 @@
+"""sessionstore: an event-sourced session store for conversational AI agents."""
