@@ -6,8 +6,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Touched after a successful install; re-installs only when pyproject.toml changes.
-STAMP  := $(VENV)/.stamp
+# Touched after a successful install; re-installs only when pyproject.toml changes. The demo
+# needs only the runtime dependencies; lint, type-check and tests need the dev extras too.
+RUNTIME_STAMP := $(VENV)/.stamp-runtime
+DEV_STAMP     := $(VENV)/.stamp-dev
 
 SHELL       := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -19,14 +21,20 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-venv: $(STAMP) ## create .venv and install the project with its dev extras (editable)
+venv: $(DEV_STAMP) ## create .venv and install the project with its dev extras (editable)
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e .
 	touch $@
 
-demo: venv ## run the demo on the embedded default (SQLite file in the working directory)
+# The dev install includes the runtime one, so it satisfies the demo's stamp as well.
+$(DEV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(RUNTIME_STAMP) $@
+
+demo: $(RUNTIME_STAMP) ## run the demo on the embedded default (runtime dependencies only)
 	$(BIN)/sessionstore demo
 
 lint: venv ## ruff lint and format check (changes nothing)

@@ -8,6 +8,7 @@ from sessionstore.adapters.settings import Settings, load_settings
 from sessionstore.adapters.storage.memory.log import MemoryEventLog
 from sessionstore.domain.ports import EventLog
 from sessionstore.domain.store import SessionStore
+from sessionstore.projections import all_projections
 from sessionstore.projections.base import ViewStore
 from sessionstore.projections.queries import SessionQueries
 from sessionstore.projections.runner import TimerWaiter, Waiter
@@ -45,8 +46,6 @@ def migrate(settings: Settings) -> list[str]:
 
 def ensure_views(settings: Settings) -> None:
     """Give every projection an active generation of view tables (idempotent)."""
-    from sessionstore.projections import all_projections
-
     views = open_views(settings)
     try:
         for projection in all_projections():
@@ -86,14 +85,18 @@ def open_waiter(settings: Settings, stop: threading.Event) -> Waiter:
 
 
 def open_queries(
-    settings: Settings, views: ViewStore, log: EventLog | None = None
+    settings: Settings, views: ViewStore | None = None, log: EventLog | None = None
 ) -> SessionQueries:
     """Queries over ``views`` (from ``open_views``; the caller closes it). ``log`` serves the
-    read-your-writes waits; without one, a log is opened here and closed with the queries."""
+    read-your-writes waits. What is not given is opened here and closed with the queries."""
     if settings.backend == "memory":
         from sessionstore.adapters.storage.memory.queries import MemoryQueries
         from sessionstore.adapters.storage.memory.views import MemoryViewStore
 
+        if views is None:
+            views = MemoryViewStore()
+            for projection in all_projections():
+                views.ensure(projection)
         if not isinstance(views, MemoryViewStore):
             msg = f"memory:// queries need a MemoryViewStore, not {type(views).__name__}"
             raise TypeError(msg)
@@ -102,9 +105,11 @@ def open_queries(
     from sessionstore.adapters.storage.sql.queries import SQLQueries
     from sessionstore.adapters.storage.sql.views import SQLViewStore
 
+    owns_views = views is None
+    views = open_views(settings) if views is None else views
     if not isinstance(views, SQLViewStore):
         msg = f"{settings.backend} queries need a SQL view store, not {type(views).__name__}"
         raise TypeError(msg)
     if log is not None:
-        return SQLQueries(views, log)
-    return SQLQueries(views, open_log(settings), owns_log=True)
+        return SQLQueries(views, log, owns_views=owns_views)
+    return SQLQueries(views, open_log(settings), owns_log=True, owns_views=owns_views)

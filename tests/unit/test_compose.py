@@ -185,7 +185,7 @@ def test_every_sessionstore_variable_in_the_file_is_a_setting() -> None:
         for name in named
         if name.removeprefix("SESSIONSTORE_").lower() not in Settings.model_fields
     )
-    assert not unknown, f"not fields of adapters.settings.Settings: {unknown}"
+    assert not unknown, f"not fields of sessionstore.adapters.settings.Settings: {unknown}"
 
 
 @pytest.mark.parametrize("name", ["migrate", *LONG_RUNNING])

@@ -82,18 +82,28 @@ ENTRY = narrowed(
 class SQLQueries:
     """SessionQueries over a SQLViewStore (and the event log, for read-your-writes waits)."""
 
-    def __init__(self, views: SQLViewStore, log: EventLog, *, owns_log: bool = False) -> None:
+    def __init__(
+        self,
+        views: SQLViewStore,
+        log: EventLog,
+        *,
+        owns_log: bool = False,
+        owns_views: bool = False,
+    ) -> None:
         self.views = views
         self.log = log
         self._owns_log = owns_log
+        self._owns_views = owns_views
         self._p = views.placeholder
         self._known = [p.name for p in all_projections()]
         self._older_entries: dict[int, Table | None] = {}
 
     def close(self) -> None:
-        """Close the log if this object opened it; the view store belongs to the caller."""
+        """Close the log and the view store if this object was given them to own."""
         if self._owns_log:
             self.log.close()
+        if self._owns_views:
+            self.views.close()
 
     # -- one session ------------------------------------------------------------------------------
 

@@ -71,6 +71,10 @@ class SQLViewStore(ABC):
     # -- dialect --------------------------------------------------------------------------------
 
     @abstractmethod
+    def close(self) -> None:
+        """Release the connections (pool or file) this store holds."""
+
+    @abstractmethod
     def _transaction(self, *, ddl: bool = False) -> AbstractContextManager[Cursor]:
         """A write transaction (``ddl``: also serialised against other processes' DDL)."""
 

@@ -1,10 +1,4 @@
-"""Audit reads over an event log: filtered, paged history; JSON Lines export and import.
-
-The export format (docs/audit.md has an example): a header line, one line per event in log
-order, and a trailer line with the counts, so a file cut short at a line boundary is noticed.
-An event line carries the event as the current code reads it (``payload`` is the decoded,
-upcast event's own fields, ``class_version`` its class's) and, while re-encoding reproduces the
-stored bytes exactly, the stored chain hash, which an import recomputes and must match.
+"""JSON Lines import: every line is checked before anything is written.
 
 An import reads and checks the whole file before it writes anything, then appends each
 session's events in one ``append`` (one transaction), keeping event ids, versions and
@@ -14,258 +8,25 @@ session's events in one ``append`` (one transaction), keeping event ids, version
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import IO, Any
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-import orjson
-
+from sessionstore.adapters.audit.export import FORMAT, FORMAT_VERSION, Progress
+from sessionstore.adapters.audit.history import mapper_of
 from sessionstore.adapters.storage.chain import GENESIS, chain_of
-from sessionstore.adapters.storage.serialization import SessionEventMapper
 from sessionstore.adapters.storage.sql.log import chain_hashes
 from sessionstore.domain.errors import (
     ImportRejected,
-    InvalidInput,
-    SessionNotFound,
-    StorageError,
     StreamVersionTaken,
 )
-from sessionstore.domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent, StoredRow
+from sessionstore.domain.ports import EventLog
 from sessionstore.domain.session import Session, SessionStatus, evolve, replay
 from sessionstore.events.catalogue import SessionCreated, SessionEvent
 from sessionstore.events.codec import CodecError, EncodedEvent, EventCodec
 
-FORMAT = "sessionstore-export"
-FORMAT_VERSION = 1
-PAGE_SIZE = 1000
-MAX_HISTORY_PAGE = 1000
-
-Progress = Callable[[int], None]
-"""Called with how many more events (export, import writes) or lines (import reads) are done."""
-
-
-def _mapper(log: object) -> SessionEventMapper:
-    """The log's own mapper (so bytes are encoded exactly as it stores them)."""
-    mapper = getattr(log, "mapper", None)
-    return mapper if isinstance(mapper, SessionEventMapper) else SessionEventMapper()
-
-
-# ---------------------------------------------------------------------------------------------
-# History
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
-    """One page of a session's history. ``next_after_version`` continues it (None: no more)."""
-
-    events: list[RecordedEvent]
-    next_after_version: int | None
-
-
-def history(
-    log: EventLog,
-    session_id: UUID,
-    *,
-    types: Iterable[str] = (),
-    since: datetime | None = None,
-    until: datetime | None = None,
-    after_version: int = 0,
-    limit: int = 100,
-) -> HistoryPage:
-    """A session's events in version order after ``after_version``, at most ``limit``, only of
-    the given types (topics; all if none) and with ``since <= occurred_at <= until``."""
-    wanted = frozenset(types)
-    _check_history_args(wanted, since, until, after_version, limit)
-    if not log.read_session(session_id, limit=1):
-        raise SessionNotFound(session_id)
-    matched: list[RecordedEvent] = []
-    cursor = after_version
-    # Read one event beyond the page: if it exists, the page has a successor.
-    while len(matched) <= limit:
-        chunk = log.read_session(session_id, after_version=cursor, limit=PAGE_SIZE)
-        for recorded in chunk:
-            event = recorded.event
-            if wanted and event.topic not in wanted:
-                continue
-            if since is not None and event.occurred_at < since:
-                continue
-            if until is not None and event.occurred_at > until:
-                continue
-            matched.append(recorded)
-            if len(matched) > limit:
-                break
-        if len(chunk) < PAGE_SIZE:
-            break
-        cursor = chunk[-1].event.version
-    if len(matched) > limit:
-        return HistoryPage(matched[:limit], matched[limit - 1].event.version)
-    return HistoryPage(matched, None)
-
-
-def _check_history_args(
-    wanted: frozenset[str],
-    since: datetime | None,
-    until: datetime | None,
-    after_version: int,
-    limit: int,
-) -> None:
-    problems = []
-    unknown = sorted(wanted - set(EventCodec().topics))
-    if unknown:
-        known = ", ".join(sorted(EventCodec().topics))
-        problems.append({"field": "type", "message": f"unknown {unknown}; known: {known}"})
-    if not 1 <= limit <= MAX_HISTORY_PAGE:
-        problems.append({"field": "limit", "message": f"must be 1 to {MAX_HISTORY_PAGE}"})
-    if after_version < 0:
-        problems.append({"field": "after_version", "message": "must be 0 or more"})
-    for name, value in (("from", since), ("to", until)):
-        if value is not None and value.tzinfo is None:
-            problems.append({"field": name, "message": "needs a time zone (e.g. Z or +00:00)"})
-    if not problems and since is not None and until is not None and since > until:
-        problems.append({"field": "from", "message": "is after --to"})
-    if problems:
-        raise InvalidInput(problems)
-
-
-def session_events(log: EventLog, session_id: UUID) -> list[SessionEvent]:
-    """Every event of a session, in version order (SessionNotFound if it has none)."""
-    events = [r.event for r in log.read_session(session_id)]
-    if not events:
-        raise SessionNotFound(session_id)
-    return events
-
-
-# ---------------------------------------------------------------------------------------------
-# Export
-
-
-@dataclass(frozen=True, slots=True)
-class ExportSummary:
-    sessions: int
-    events: int
-
-
-def _time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _line(value: dict[str, Any]) -> str:
-    return orjson.dumps(value).decode() + "\n"
-
-
-def export(
-    log: EventLog,
-    out: IO[str],
-    *,
-    tenant_id: str | None = None,
-    user_id: str | None = None,
-    session_id: UUID | None = None,
-    progress: Progress | None = None,
-    now: datetime | None = None,
-) -> ExportSummary:
-    """Write the log (or one tenant's, user's or session's part of it) to ``out`` as JSON Lines,
-    in log order, up to the log head when the export started. Filters combine.
-
-    Streams: reads a page at a time and keeps only a set of session ids in memory."""
-    head = log.head()
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "exported_at": _time(now or datetime.now(UTC)),
-        "head_position": head.position,
-        "filter": {
-            "tenant_id": tenant_id,
-            "user_id": user_id,
-            "session_id": None if session_id is None else str(session_id),
-        },
-    }
-    out.write(_line(header))
-    mapper = _mapper(log)
-    included: dict[UUID, bool] = {}
-    reproducible: dict[UUID, bool] = {}
-    events = 0
-    for row, recorded in _rows(log, session_id, head, progress):
-        sid, event = row.session_id, recorded.event
-        if sid not in included:
-            # A session's first event comes first in the log too: it decides on the session.
-            user = event.user_id if isinstance(event, SessionCreated) else None
-            included[sid] = (tenant_id is None or row.tenant_id == tenant_id) and (
-                user_id is None or user == user_id
-            )
-        if not included[sid]:
-            continue
-        # The stored hash is only checkable after an import if the import stores the same
-        # bytes: not for rows an upcaster changed (an older class_version), nor anything after.
-        same = mapper.encode(event).state == row.state
-        reproducible[sid] = reproducible.get(sid, True) and same and row.hash is not None
-        out.write(
-            _line(
-                {
-                    "session_id": str(sid),
-                    "version": row.version,
-                    "position": row.position,
-                    "event_id": str(row.event_id),
-                    "type": event.topic,
-                    "class_version": type(event).class_version,
-                    "occurred_at": _time(event.occurred_at),
-                    "recorded_at": _time(recorded.recorded_at),
-                    "tenant_id": row.tenant_id,
-                    "hash": row.hash.hex() if reproducible[sid] and row.hash else None,
-                    "payload": event.payload(),
-                }
-            )
-        )
-        events += 1
-    sessions = sum(1 for kept in included.values() if kept)
-    out.write(_line({"end": FORMAT, "sessions": sessions, "events": events}))
-    return ExportSummary(sessions, events)
-
-
-def export_total(log: EventLog, session_id: UUID | None = None) -> int:
-    """How many events an export reads (for a progress bar's total)."""
-    if session_id is not None:
-        return len(log.read_session(session_id))
-    return log.count_after(LOG_START)
-
-
-def _rows(
-    log: EventLog, session_id: UUID | None, head: LogCursor, progress: Progress | None
-) -> Iterable[tuple[StoredRow, RecordedEvent]]:
-    """Stored rows (for hashes) with their decoded events (for payloads and recorded_at)."""
-    if session_id is not None:
-        rows = [r for r in log.stored_rows(session_id) if r.cursor <= head]
-        recorded = log.read_session(session_id, to_version=len(rows))
-        if not rows:
-            raise SessionNotFound(session_id)
-        yield from _paired(rows, recorded)
-        if progress:
-            progress(len(rows))
-        return
-    cursor = LOG_START
-    while cursor < head:
-        rows = [r for r in log.stored_rows(after=cursor, limit=PAGE_SIZE) if r.cursor <= head]
-        if not rows:
-            break
-        # Both reads are in log order from the same cursor; rows only ever appear after the
-        # ones a reader already saw, so the second read starts with the same rows.
-        yield from _paired(rows, log.read_log(cursor, limit=len(rows)))
-        if progress:
-            progress(len(rows))
-        cursor = rows[-1].cursor
-
-
-def _paired(
-    rows: Sequence[StoredRow], recorded: Sequence[RecordedEvent]
-) -> Iterable[tuple[StoredRow, RecordedEvent]]:
-    if [r.position for r in rows] != [r.position for r in recorded[: len(rows)]]:
-        msg = "the log changed under the export (stored rows and events disagree)"
-        raise StorageError(msg)
-    yield from zip(rows, recorded, strict=False)
-
-
-# ---------------------------------------------------------------------------------------------
 # Import
 
 
@@ -330,7 +91,7 @@ class _Validator:
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self.codec = EventCodec()
-        self.mapper = _mapper(log)
+        self.mapper = mapper_of(log)
         self.sessions: dict[UUID, _Pending] = {}
         self.event_ids: set[UUID] = set()
 
