@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
-from sessionstore.adapters.http.app import create_app, namespaced, parse_if_match
+from sessionstore.adapters.http.app import create_app
+from sessionstore.adapters.http.deps import namespaced, parse_if_match
 from sessionstore.adapters.http.keys import KeyStore
 from sessionstore.adapters.settings import Settings, load_settings
 
