@@ -21,7 +21,7 @@ import typer
 from typer.testing import Result
 
 from sessionstore.adapters.bootstrap import open_log, open_queries, open_views
-from sessionstore.adapters.cli import (
+from sessionstore.adapters.cli.root import (
     EXIT_REQUEST,
     EXIT_SETTINGS,
     EXIT_STORAGE,
