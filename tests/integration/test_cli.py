@@ -21,7 +21,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from sessionstore.adapters.bootstrap import build_store
-from sessionstore.adapters.cli import EXIT_REQUEST, EXIT_SETTINGS, EXIT_STORAGE, app, session_json
+from sessionstore.adapters.cli.common import EXIT_REQUEST, EXIT_SETTINGS, EXIT_STORAGE
+from sessionstore.adapters.cli.render_json import session_json
+from sessionstore.adapters.cli.root import app
 from sessionstore.adapters.demo import SCENARIOS, simulate
 from sessionstore.adapters.settings import load_settings
 from sessionstore.adapters.storage.memory.log import MemoryEventLog

@@ -14,7 +14,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from sessionstore.adapters.bootstrap import build_store, migrate
-from sessionstore.adapters.cli import EXIT_REQUEST, EXIT_TAMPERED, app, session_json
+from sessionstore.adapters.cli.common import EXIT_REQUEST, EXIT_TAMPERED
+from sessionstore.adapters.cli.render_json import session_json
+from sessionstore.adapters.cli.root import app
 from sessionstore.adapters.settings import load_settings
 from sessionstore.domain.store import SessionStore
 

@@ -21,14 +21,14 @@ import typer
 from typer.testing import Result
 
 from sessionstore.adapters.bootstrap import open_log, open_queries, open_views
-from sessionstore.adapters.cli import (
+from sessionstore.adapters.cli.common import (
     EXIT_REQUEST,
     EXIT_SETTINGS,
     EXIT_STORAGE,
-    StatusChoice,
     _reported_errors,
     parse_duration,
 )
+from sessionstore.adapters.cli.session import StatusChoice
 from sessionstore.adapters.demo import run_demo
 from sessionstore.adapters.settings import Settings, load_settings
 from sessionstore.domain.errors import ProjectionTimeout

@@ -1,0 +1,197 @@
+"""``projections``: the views' status and lag; run them (from the log or Kafka); rebuild."""
+
+from __future__ import annotations
+
+import threading
+from enum import StrEnum
+from functools import partial
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from sessionstore.adapters.bootstrap import open_waiter
+from sessionstore.adapters.cli.common import (
+    JsonOption,
+    _configure_logging,
+    _console,
+    _opened,
+    _progress_bar,
+    _reported_errors,
+    _stopped_by_signals,
+)
+from sessionstore.adapters.cli.render_json import _dataclass_json, _print_json, _status_json
+from sessionstore.adapters.cli.render_views import _positions, _positions_of, status_table
+from sessionstore.domain.ports import LOG_START
+from sessionstore.projections import all_projections
+from sessionstore.projections.runner import ProjectionRunner, rebuild, select
+
+projections_app = typer.Typer(
+    help="The views queries read: their status and lag, run them, rebuild them.",
+    no_args_is_help=True,
+)
+
+
+@projections_app.command("status")
+def projections_status(
+    as_json: JsonOption = False,
+    kafka: Annotated[
+        bool,
+        typer.Option(
+            "--kafka",
+            help="Also show the Kafka-fed workers' consumer group lag per partition (asks the "
+            "brokers).",
+        ),
+    ] = False,
+) -> None:
+    """Show each view's generation, log position, the log head and the lag (events to apply)."""
+    from sessionstore.adapters.kafka.worker import PartitionLag, group_lag
+
+    lags: list[PartitionLag] = []
+    with _reported_errors(), _opened() as (settings, log, views):
+        statuses = ProjectionRunner(log, views, all_projections()).status()
+        if kafka:
+            lags = group_lag(settings)
+    if as_json:
+        out: Any = [_status_json(s) for s in statuses]
+        if kafka:
+            out = {
+                "projections": out,
+                "kafka": {
+                    "topic": settings.kafka_topic,
+                    "group": settings.kafka_group_id,
+                    "partitions": [_dataclass_json(p) | {"lag": p.lag} for p in lags],
+                    "lag": sum(p.lag for p in lags),
+                },
+            }
+        _print_json(out)
+        return
+    console = _console()
+    console.print(status_table(statuses))
+    if kafka:
+        table = Table(
+            title=f"Kafka group {settings.kafka_group_id}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+        )
+        for header in ("partition", "committed", "end", "lag"):
+            table.add_column(header, justify="right")
+        for p in lags:
+            style = "green" if p.lag == 0 else "yellow"
+            committed = "-" if p.committed is None else str(p.committed)
+            table.add_row(str(p.partition), committed, str(p.end), Text(str(p.lag), style=style))
+        console.print(table)
+        console.print(f"total lag: {sum(p.lag for p in lags)} messages", soft_wrap=True)
+
+
+class Source(StrEnum):
+    """Where ``projections run`` reads events from."""
+
+    LOG = "log"
+    KAFKA = "kafka"
+
+
+@projections_app.command("run")
+def projections_run(
+    once: Annotated[
+        bool, typer.Option("--once", help="Catch up (with the log or the topic), then exit.")
+    ] = False,
+    source: Annotated[
+        Source,
+        typer.Option(
+            "--source",
+            help="log: read the event log (one runner). kafka: consume the relay's topic in "
+            "the consumer group SESSIONSTORE_KAFKA_GROUP_ID (run several to share partitions).",
+        ),
+    ] = Source.LOG,
+) -> None:
+    """Apply events to every view: catch up, then keep applying new events until Ctrl-C."""
+    if source is Source.KAFKA:
+        _run_kafka_projector(once)
+        return
+    out = _console()
+    stop = threading.Event()
+    with _reported_errors(), _opened() as (settings, log, views), _stopped_by_signals(stop):
+        runner = ProjectionRunner(log, views, all_projections())
+        runner.check_tables()  # refuses outdated or Kafka-fed views before any progress bar
+        behind = log.count_after(min(s.cursor for s in runner.status()))
+        with _progress_bar(out) as bar:
+            task = bar.add_task("catching up", total=behind)
+            applied = runner.catch_up(progress=partial(bar.advance, task), stop=stop)
+        done = "stopped" if stop.is_set() else "caught up"
+        out.print(f"{done}: {applied} events read; {_positions(runner)}", soft_wrap=True)
+        if once or stop.is_set():
+            return
+        waiter = open_waiter(settings, stop)
+        try:
+            out.print("applying new events as they arrive (Ctrl-C to stop)", soft_wrap=True)
+            runner.run(stop, waiter)
+        finally:
+            waiter.close()
+        out.print(f"stopped: {_positions(runner)}", soft_wrap=True)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="The projection to rebuild (default: all).", show_default=False),
+    ] = None,
+) -> None:
+    """Rebuild views from position 0 into fresh tables; switch over when caught up.
+
+    Queries keep reading the current tables until the switch, so they answer throughout.
+    """
+    out = _console()
+    with _reported_errors(), _opened() as (_settings, log, views):
+        chosen = select(all_projections(), [name] if name else [])
+        names = ", ".join(p.name for p in chosen)
+        with _progress_bar(out) as bar:
+            # One pass over the log feeds every chosen projection's new generation.
+            task = bar.add_task(f"rebuilding {names}", total=log.count_after(LOG_START))
+            applied = rebuild(log, views, chosen, progress=partial(bar.advance, task))
+        for projection in chosen:
+            out.print(
+                f"rebuilt {projection.name}: generation {views.active_generation(projection.name)}",
+                soft_wrap=True,
+            )
+        out.print(f"{applied} events read; {_positions_of(log, views, chosen)}", soft_wrap=True)
+
+
+def _run_kafka_projector(once: bool) -> None:
+    from sessionstore.adapters.kafka.worker import KafkaProjectionWorker
+    from sessionstore.projections.feed import DeliveredFeed
+
+    out = _console()
+    stop = threading.Event()
+    with _reported_errors(), _opened() as (settings, log, views), _stopped_by_signals(stop):
+        worker = KafkaProjectionWorker(DeliveredFeed(log, views, all_projections()), settings)
+        where = (
+            f"topic {settings.kafka_topic} on {settings.kafka_bootstrap_servers} "
+            f"(group {settings.kafka_group_id})"
+        )
+        try:
+            if once:
+                worker.catch_up(stop)
+                out.print(f"caught up with {where}: {_worker_stats(worker)}", soft_wrap=True)
+                return
+            _configure_logging()
+            out.print(
+                f"applying {where} to the views of {settings.redacted_url()} (Ctrl-C to stop)",
+                soft_wrap=True,
+            )
+            worker.run(stop, report=lambda line: out.print(line, soft_wrap=True))
+            out.print(f"stopped: {_worker_stats(worker)}", soft_wrap=True)
+        finally:
+            worker.close()
+
+
+def _worker_stats(worker: Any) -> str:
+    s = worker.stats
+    return (
+        f"{s.received} messages received, {s.applied} events applied, {s.duplicates} "
+        f"duplicates skipped, {s.healed} read from the log to fill gaps, {s.dead_lettered} "
+        f"dead-lettered; partitions {sorted(s.partitions)}"
+    )

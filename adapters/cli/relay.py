@@ -1,0 +1,111 @@
+"""``relay``: publish the event log to Kafka, and show the relay's position."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+import typer
+from pydantic_core import to_jsonable_python
+from rich import box
+from rich.table import Table
+
+from sessionstore.adapters.bootstrap import open_waiter
+from sessionstore.adapters.cli.common import (
+    JsonOption,
+    _configure_logging,
+    _console,
+    _opened,
+    _reported_errors,
+    _stopped_by_signals,
+)
+from sessionstore.adapters.cli.render import _seconds
+from sessionstore.adapters.cli.render_json import _print_json
+
+relay_app = typer.Typer(
+    help="Publish the event log to Kafka (run without a subcommand to start the relay).",
+    invoke_without_command=True,
+)
+
+
+@relay_app.callback()
+def relay(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="Publish what the log has now, then exit.")
+    ] = False,
+) -> None:
+    """Follow the event log and produce every event to SESSIONSTORE_KAFKA_TOPIC (acks=all;
+    the position moves only after the brokers acknowledged). Keeps retrying while the brokers
+    are down; resumes from its saved position after a crash."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sessionstore.adapters.kafka.relay import Relay, relay_positions
+
+    out = _console()
+    stop = threading.Event()
+    with _reported_errors(), _opened() as (settings, log, _views), _stopped_by_signals(stop):
+        relay = Relay(log, relay_positions(settings, log), settings)
+        try:
+            where = f"topic {relay.topic} on {settings.kafka_bootstrap_servers}"
+            if once:
+                relay.connect()
+                published = relay.catch_up(stop)
+                status = relay.status()
+                out.print(
+                    f"published {published} events to {where}; position "
+                    f"{status.cursor.position}, lag {status.lag_events}",
+                    soft_wrap=True,
+                )
+                return
+            _configure_logging()
+            out.print(
+                f"relaying {settings.redacted_url()} to {where} (Ctrl-C to stop)", soft_wrap=True
+            )
+            waiter = open_waiter(settings, stop)
+            try:
+                relay.run(stop, waiter, report=lambda line: out.print(line, soft_wrap=True))
+            finally:
+                waiter.close()
+            status = relay.status()
+            out.print(
+                f"stopped: position {status.cursor.position}, lag {status.lag_events}",
+                soft_wrap=True,
+            )
+        finally:
+            relay.close()
+
+
+@relay_app.command("status")
+def relay_status(as_json: JsonOption = False) -> None:
+    """The relay's saved position, the log head and how many events wait to be published."""
+    from sessionstore.adapters.kafka.relay import Relay, relay_positions
+
+    with _reported_errors(), _opened() as (settings, log, _views):
+        status = Relay(log, relay_positions(settings, log), settings).status()
+    if as_json:
+        _print_json(
+            {
+                "topic": status.topic,
+                "position": status.cursor.position,
+                "head": status.head.position,
+                "lag_events": status.lag_events,
+                "published": status.published,
+                "updated_at": None
+                if status.updated_at is None
+                else to_jsonable_python(status.updated_at),
+            }
+        )
+        return
+    table = Table(box=box.SIMPLE)
+    for column in ("topic", "position", "log head", "lag (events)", "published", "updated"):
+        table.add_column(column)
+    table.add_row(
+        status.topic,
+        str(status.cursor.position),
+        str(status.head.position),
+        str(status.lag_events),
+        str(status.published),
+        "never" if status.updated_at is None else _seconds(status.updated_at),
+    )
+    _console().print(table)
