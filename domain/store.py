@@ -12,6 +12,9 @@ Every append follows one path (``_decide_and_append``):
 
 An idempotency key is written in the same transaction as the events. A retry with the same key
 and request returns the first result and appends nothing, across restarts.
+
+(Longer than the house's ~500 lines on purpose: the commands, the one append path and its
+retries stay together, so the concurrency story reads in one place.)
 """
 
 from __future__ import annotations

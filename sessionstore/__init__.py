@@ -71,6 +71,7 @@ from sessionstore.events.catalogue import (
     ToolCall,
     TurnRecorded,
 )
+from sessionstore.projections import all_projections
 from sessionstore.projections.queries import (
     AgentMetrics,
     CleanupCandidate,
@@ -83,6 +84,7 @@ from sessionstore.projections.queries import (
     StageTimes,
     TranscriptEntry,
 )
+from sessionstore.projections.runner import ProjectionRunner
 
 try:
     __version__ = version("sessionstore")
@@ -125,6 +127,16 @@ def open_queries(
     return bootstrap.open_queries(
         _settings(url, settings), log=None if store is None else store.log
     )
+
+
+def catch_up(queries: SessionQueries) -> int:
+    """Apply everything the log holds now to every view the queries read, in this process (what
+    ``sessionstore projections run --once`` does); return how many events were read.
+
+    For programs that embed the store and have no ``sessionstore projections run`` beside them
+    (and for ``memory://``, where nothing outside the process can reach the views)."""
+    runner = ProjectionRunner(queries.log, queries.views, all_projections())
+    return runner.catch_up()
 
 
 __all__ = [
@@ -191,6 +203,7 @@ __all__ = [
     "UpdateContext",
     "VersionBeyondStream",
     "__version__",
+    "catch_up",
     "load_settings",
     "migrate",
     "open_queries",

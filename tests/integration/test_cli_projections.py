@@ -34,7 +34,9 @@ from sessionstore.adapters.settings import Settings, load_settings
 from sessionstore.domain.errors import ProjectionTimeout
 from sessionstore.domain.store import SessionStore
 from sessionstore.events.catalogue import SessionEnded
-from sessionstore.projections.queries import STATUS_CHOICES
+from sessionstore.projections.query_rules import (
+    STATUS_CHOICES,
+)
 from tests.integration.test_cli import CONSOLE_SCRIPT, clean_env, invoke, one_line_error
 
 PROJECTIONS = ("session_state", "transcript", "metrics", "cleanup")

@@ -19,6 +19,8 @@ from sessionstore.projections.expiry import IDLE_REASON, TTL_REASON, expiry_reas
 from sessionstore.projections.metrics import BUCKETS_MS, new_daily_row
 from sessionstore.projections.queries import (
     CleanupCandidate,
+)
+from sessionstore.projections.query_rules import (
     agent_metrics_from_rows,
     decode_cursor,
     encode_cursor,

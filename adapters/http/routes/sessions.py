@@ -20,6 +20,8 @@ from sessionstore.projections.queries import (
     DEFAULT_PAGE_SIZE,
     MAX_MESSAGES,
     MAX_PAGE_SIZE,
+)
+from sessionstore.projections.query_rules import (
     STATUS_CHOICES,
 )
 

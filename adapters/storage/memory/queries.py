@@ -23,6 +23,8 @@ from sessionstore.projections.queries import (
     SessionPage,
     SessionStateView,
     TranscriptEntry,
+)
+from sessionstore.projections.query_rules import (
     agent_metrics_from_rows,
     aware,
     candidate_from_row,

@@ -75,6 +75,10 @@ class SQLViewStore(ABC):
         """Release the connections (pool or file) this store holds."""
 
     @abstractmethod
+    def feed_lock(self) -> AbstractContextManager[None]:
+        """Mutual exclusion between Kafka-fed workers (``ViewStore.feed_lock``)."""
+
+    @abstractmethod
     def _transaction(self, *, ddl: bool = False) -> AbstractContextManager[Cursor]:
         """A write transaction (``ddl``: also serialised against other processes' DDL)."""
 
