@@ -9,7 +9,14 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sessionstore.domain.store import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_JSON_BYTES, Limits
+from sessionstore.domain.contract import (
+    DEFAULT_MAX_CONTENT_BYTES,
+    DEFAULT_MAX_JSON_BYTES,
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_JSON_KEYS,
+    MAX_JSON_DEPTH_CEILING,
+    Limits,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///sessionstore.db"
 Backend = Literal["memory", "sqlite", "postgres"]
@@ -37,6 +44,11 @@ class Settings(BaseSettings):
     cache_size: Annotated[int, Field(ge=0)] = 10_000
     max_content_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_CONTENT_BYTES
     max_json_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_JSON_BYTES
+    max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH_CEILING)] = DEFAULT_MAX_JSON_DEPTH
+    """Most levels of nested objects and arrays in one JSON value (metadata, context, tool
+    call arguments)."""
+    max_json_keys: Annotated[int, Field(ge=1, le=1_000_000)] = DEFAULT_MAX_JSON_KEYS
+    """Most object keys in one JSON value, counted through every level."""
     http_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     """Address ``sessionstore serve`` listens on (loopback unless you mean to expose it)."""
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
@@ -99,7 +111,12 @@ class Settings(BaseSettings):
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_content_bytes=self.max_content_bytes, max_json_bytes=self.max_json_bytes)
+        return Limits(
+            max_content_bytes=self.max_content_bytes,
+            max_json_bytes=self.max_json_bytes,
+            max_json_depth=self.max_json_depth,
+            max_json_keys=self.max_json_keys,
+        )
 
     @property
     def sqlite_path(self) -> Path:

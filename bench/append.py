@@ -6,7 +6,9 @@ Measures, in one run on one machine:
 1. single-client append latency (median, p99) vs a raw one-row INSERT of the same row;
 2. throughput with N concurrent writers vs raw INSERTs at the same concurrency (ratio);
 3. append cost vs conversation length: the 10th and the 1000th message of one session, beside
-   a "rewrite the whole session blob" baseline (how many session stores persist a session).
+   a "rewrite the whole session blob" baseline (how many session stores persist a session);
+4. what the input contract's check adds to the single-client append median (same store with
+   the check skipped, interleaved).
 Targets (DESIGN.md): median <= 0.5 ms; N=8 ratio >= 0.6; message 1000 <= 1.2x message 10.
 """
 
@@ -30,6 +32,7 @@ from psycopg import sql
 from sessionstore.adapters.bootstrap import build_store, migrate
 from sessionstore.adapters.settings import load_settings
 from sessionstore.adapters.storage.serialization import SessionEventMapper
+from sessionstore.domain.commands import AddMessage
 from sessionstore.domain.store import SessionStore
 from sessionstore.events.catalogue import MessageAdded
 
@@ -185,6 +188,40 @@ def single_client(store: SessionStore, url: str, schema: str, n: int) -> Row:
     )
 
 
+def contract_cost(store: SessionStore, n: int) -> Row:
+    """What the input contract (domain.contract) adds to an append: the same store with its
+    check skipped, interleaved in blocks so both see the same machine load."""
+    unchecked = SessionStore(store.log, limits=store.limits)
+    unchecked._check_limits = lambda command: None  # type: ignore[method-assign]
+    arguments = {"order_id": "A-1234", "items": [{"sku": "X", "qty": 2}], "note": CONTENT[:80]}
+    calls = [{"id": "c1", "name": "lookup_order", "arguments": arguments}]
+
+    def exchange(s: SessionStore, sid: uuid.UUID) -> list[float]:
+        """A user message, a tool call and its result: three timed appends."""
+        return [
+            *timed(lambda: s.add_message(sid, role="user", content=CONTENT), 1),
+            *timed(lambda: s.add_message(sid, role="assistant", tool_calls=calls), 1),
+            *timed(lambda: s.add_message(sid, role="tool", tool_call_id="c1", content="ok"), 1),
+        ]
+
+    samples: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(max(1, n // 150)):
+        for name, s in (("on", store), ("off", unchecked)):
+            sid = s.create(tenant_id="bench", user_id="u", agent_id="a").session_id
+            for _ in range(50):
+                samples[name] += exchange(s, sid)
+    command = AddMessage(role="assistant", tool_calls=calls)
+    check = timed(lambda: store._check_limits(command), 5000)
+    on, off = statistics.median(samples["on"]) * 1e3, statistics.median(samples["off"]) * 1e3
+    cost = (on - off) / off
+    return (
+        "input contract: append median with / without the check",
+        f"{on:.3f} ms (the check alone: {statistics.median(check) * 1e6:.1f} µs)",
+        f"{off:.3f} ms",
+        f"{cost:+.1%}; target < 5 % -> " + ("met" if cost < 0.05 else "NOT met"),
+    )
+
+
 def concurrent(store: SessionStore, url: str, schema: str, writers: int, per_writer: int) -> Row:
     def make_raw() -> Callable[[], None]:
         return RawWriter(url, schema).append
@@ -262,6 +299,7 @@ def main() -> None:
     rows: list[Row] = []
     try:
         rows.append(single_client(store, args.url, schema, args.n))
+        rows.append(contract_cost(store, args.n))
         rows.append(concurrent(store, args.url, schema, args.writers, args.per_writer))
         rows.append(conversation_length(store, args.url, schema))
     finally:

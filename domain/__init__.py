@@ -10,6 +10,7 @@ from sessionstore.domain.commands import (
     Resume,
     UpdateContext,
 )
+from sessionstore.domain.contract import Limits
 from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
@@ -35,7 +36,7 @@ from sessionstore.domain.ports import (
     StoredIdempotency,
 )
 from sessionstore.domain.session import Session, SessionStatus, evolve, replay
-from sessionstore.domain.store import Limits, SessionStore
+from sessionstore.domain.store import SessionStore
 
 __all__ = [
     "LOG_START",

@@ -1,22 +1,23 @@
 """What callers ask for: one validated, frozen model per command.
 
-These models check the *shape* of a request (types, sizes, which fields go together). Rules that
-depend on the session's current state live next to the command functions in ``domain.session``.
-The same models are the HTTP request bodies, so both entry points validate identically.
+These models check the *shape* of a request (types, sizes, which fields go together). What every
+value must be to be storable everywhere (no NUL, valid Unicode, bounded JSON, finite numbers) is
+the input contract (``domain.contract``), which the store applies to every command it executes.
+Rules that depend on the session's current state live next to the command functions in
+``domain.session``. The same models are the HTTP request bodies, so both entry points validate
+identically.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, ClassVar, Self
 from uuid import UUID
 
 from pydantic import (
-    BaseModel,
     Field,
     JsonValue,
     StrictBool,
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from sessionstore.domain.contract import MAX_TOKENS, MAX_TURN_MS
 from sessionstore.events.catalogue import (
     Channel,
     EndStatus,
@@ -59,42 +61,6 @@ _BCP47 = re.compile(
 )
 
 
-# What the stored JSON (orjson on every backend) can hold exactly: 64-bit integers, finite
-# floats and UTF-8 text. Anything else would fail deep in the log's encoder or, for NaN and
-# infinity, be stored as null, so it is rejected here as bad input instead.
-_JSON_INT_MIN, _JSON_INT_MAX = -(2**63), 2**64 - 1
-
-
-def _unstorable(value: object, path: str) -> str | None:
-    """Why ``value`` cannot be stored as JSON exactly (naming where), or None if it can."""
-    children: list[tuple[object, str]] = []
-    if isinstance(value, BaseModel):
-        children = [(getattr(value, n), f"{path}.{n}") for n in type(value).model_fields]
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            children += [(key, path), (item, f"{path}.{key}")]
-    elif isinstance(value, list | tuple):
-        children = [(item, f"{path}.{i}") for i, item in enumerate(value)]
-    else:
-        return _unstorable_scalar(value, path)
-    return next((p for child, where in children if (p := _unstorable(child, where))), None)
-
-
-def _unstorable_scalar(value: object, path: str) -> str | None:
-    problem = None
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            problem = "text is not valid UTF-8 (lone surrogate)"
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if not _JSON_INT_MIN <= value <= _JSON_INT_MAX:
-            problem = "integer outside the 64-bit range JSON storage supports"
-    elif isinstance(value, float) and not math.isfinite(value):
-        problem = f"{value} is not a JSON number"
-    return f"{path}: {problem}" if problem else None
-
-
 class Command(Frozen):
     """Base of all commands. ``name`` is stable; it goes into idempotency fingerprints."""
 
@@ -103,14 +69,6 @@ class Command(Frozen):
     """Fields added after the command first shipped, with the default they are left out of the
     fingerprint at: a request that does not use a new field keeps the fingerprint it had before
     the field existed, so a retry across an upgrade is still recognised as a retry."""
-
-    @model_validator(mode="after")
-    def _storable(self) -> Self:
-        for field_name in type(self).model_fields:
-            problem = _unstorable(getattr(self, field_name), field_name)
-            if problem:
-                raise ValueError(problem)
-        return self
 
     def fingerprint(self) -> str:
         """A digest of the request, so a retry can be told apart from a reused key.
@@ -137,8 +95,8 @@ class Command(Frozen):
 # infinity in the metrics.
 MAX_POLICY_SECONDS = 100 * 365 * 24 * 3600  # a century
 MAX_RETENTION_DAYS = 100 * 365
-MAX_TURN_MS = 7 * 24 * 3600 * 1000.0  # a week
 TurnMilliseconds = Annotated[Milliseconds, Field(le=MAX_TURN_MS)]
+Tokens = Annotated[TokenCount, Field(le=MAX_TOKENS)]
 
 
 class CreateSession(Command):
@@ -175,8 +133,8 @@ class AddMessage(Command):
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: Identifier | None = None
     message_id: Identifier | None = None
-    input_tokens: TokenCount | None = None
-    output_tokens: TokenCount | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
     modality: Modality = Modality.TEXT
     """How the message was expressed: typed text, speech (content is its transcript) or an
     image (content describes it)."""
@@ -223,8 +181,8 @@ class RecordTurn(Command):
     llm_ms: TurnMilliseconds | None = None
     tts_ms: TurnMilliseconds | None = None
     tool_ms: TurnMilliseconds | None = None
-    input_tokens: TokenCount | None = None
-    output_tokens: TokenCount | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
     error: StrictBool = False
     error_type: Identifier | None = None
 

@@ -26,6 +26,7 @@ from sessionstore.domain.commands import (
     RecordTurn,
     UpdateContext,
 )
+from sessionstore.domain.contract import saturated
 from sessionstore.domain.errors import InvalidTransition, TranscriptViolation
 from sessionstore.events.catalogue import (
     Channel,
@@ -152,8 +153,8 @@ def _message_added(s: Session, e: MessageAdded) -> Session:
         version=e.version,
         last_activity_at=e.occurred_at,
         message_count=s.message_count + 1,
-        input_tokens=s.input_tokens + (e.input_tokens or 0),
-        output_tokens=s.output_tokens + (e.output_tokens or 0),
+        input_tokens=saturated(s.input_tokens + (e.input_tokens or 0)),
+        output_tokens=saturated(s.output_tokens + (e.output_tokens or 0)),
         open_tool_calls=open_calls,
         last_message_role=e.role,
         last_message_preview=e.content[:PREVIEW_CHARS],
@@ -167,8 +168,8 @@ def _turn_recorded(s: Session, e: TurnRecorded) -> Session:
         last_activity_at=e.occurred_at,
         turn_count=s.turn_count + 1,
         error_turn_count=s.error_turn_count + (1 if e.error else 0),
-        input_tokens=s.input_tokens + (e.input_tokens or 0),
-        output_tokens=s.output_tokens + (e.output_tokens or 0),
+        input_tokens=saturated(s.input_tokens + (e.input_tokens or 0)),
+        output_tokens=saturated(s.output_tokens + (e.output_tokens or 0)),
     )
 
 

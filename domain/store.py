@@ -19,19 +19,18 @@ retries stay together, so the concurrency story reads in one place.)
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
+from sessionstore.domain import contract
 from sessionstore.domain import session as rules
 from sessionstore.domain.commands import (
     AddMessage,
@@ -43,6 +42,7 @@ from sessionstore.domain.commands import (
     Resume,
     UpdateContext,
 )
+from sessionstore.domain.contract import Limits
 from sessionstore.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
@@ -71,20 +71,6 @@ M = TypeVar("M", bound=BaseModel)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-DEFAULT_MAX_CONTENT_BYTES = 128 * 1024
-DEFAULT_MAX_JSON_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Input size limits (bytes). Oversized input is rejected before anything is written."""
-
-    max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES
-    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
-    """Limit for session metadata and for each context update, measured as compact JSON."""
-    max_idempotency_key_length: int = 200
 
 
 class _StateCache:
@@ -468,20 +454,23 @@ class SessionStore:
             raise InvalidInput(
                 [{"field": "idempotency_key", "message": f"must be 1 to {limit} characters"}]
             )
+        problem = contract.check_text("idempotency_key", key)
+        if problem:
+            raise InvalidInput([problem])
         return IdempotencyClaim(key=key, request_hash=command.fingerprint())
 
     def _check_limits(self, command: Command) -> None:
-        limits = self.limits
-        if isinstance(command, AddMessage):
-            size = len(command.content.encode())
-            if size > limits.max_content_bytes:
-                raise PayloadTooLarge("content", size, limits.max_content_bytes)
-            if command.tool_calls:
-                _check_json("tool_calls", [c.model_dump() for c in command.tool_calls], limits)
-        elif isinstance(command, CreateSession):
-            _check_json("metadata", command.metadata, limits)
-        elif isinstance(command, UpdateContext):
-            _check_json("set", command.set, limits)
+        """The input contract (``domain.contract``): one walk over the command's values, then
+        the configurable limits on what it measured. Raises InvalidInput listing each problem
+        with its field path (PayloadTooLarge when the only problem is one size)."""
+        fields = contract.model_fields(command)
+        found = contract.scan(fields, self.limits)
+        problems = found.problems + contract.limit_problems(found.shapes, self.limits)
+        if problems:
+            raise InvalidInput(problems)
+        sizes = contract.oversized(dict(fields), self.limits)
+        if sizes:
+            raise PayloadTooLarge(sizes[0].field, sizes[0].size, sizes[0].limit)
 
 
 def parse_session_id(value: UUID | str) -> UUID:
@@ -506,12 +495,6 @@ def _validated(model: type[M], fields: Mapping[str, Any]) -> M:
                 for err in e.errors()
             ]
         ) from None
-
-
-def _check_json(field: str, value: object, limits: Limits) -> None:
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > limits.max_json_bytes:
-        raise PayloadTooLarge(field, size, limits.max_json_bytes)
 
 
 def _replayed(

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from sessionstore.domain.contract import saturated
 from sessionstore.domain.ports import RecordedEvent
 from sessionstore.events.catalogue import (
     EndStatus,
@@ -158,8 +159,8 @@ def add_turn(row: Row, turn: TurnRecorded) -> None:
         if value is not None:
             row[f"{stage}_ms"] = add_ms(row[f"{stage}_ms"], value)
             row[f"{stage}_count"] += 1
-    row["input_tokens"] += turn.input_tokens or 0
-    row["output_tokens"] += turn.output_tokens or 0
+    row["input_tokens"] = saturated(row["input_tokens"] + (turn.input_tokens or 0))
+    row["output_tokens"] = saturated(row["output_tokens"] + (turn.output_tokens or 0))
 
 
 class MetricsProjection:

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from sessionstore.domain import contract
 from sessionstore.domain.errors import InvalidInput, UnknownProjection
 from sessionstore.domain.session import SessionStatus
 from sessionstore.events.catalogue import Channel, EndStatus, Modality, Role
@@ -83,13 +84,17 @@ def list_filter(
     cursor: str | None,
 ) -> ListFilter:
     """Validate a listing request (InvalidInput names the bad field)."""
+    check_texts(tenant_id=tenant_id, user_id=user_id, agent_id=agent_id)
     session_status, end_status = parse_status(status)
     check_limit("limit", limit, MAX_PAGE_SIZE)
     idle_since = None
     if idle_for is not None:
         if not isinstance(idle_for, timedelta) or idle_for < timedelta(0):
             raise _invalid("idle_for", "must be a duration of 0 or more")
-        idle_since = aware("now", now or datetime.now(UTC)) - idle_for
+        try:
+            idle_since = aware("now", now or datetime.now(UTC)) - idle_for
+        except OverflowError:
+            raise _invalid("idle_for", "is longer than the calendar reaches") from None
     return ListFilter(
         tenant_id=tenant_id,
         status=session_status,
@@ -116,6 +121,18 @@ def parse_status(status: str | None) -> tuple[SessionStatus | None, EndStatus | 
     if status in _END_STATUSES:
         return SessionStatus.ENDED, EndStatus(status)
     raise _invalid("status", f"must be one of {', '.join(STATUS_CHOICES)}; got {status!r}")
+
+
+def check_texts(**values: str | None) -> None:
+    """Filters and ids follow the input contract too: text without NUL, valid Unicode (a NUL
+    would otherwise reach PostgreSQL as a driver error, i.e. "retry later")."""
+    problems = [
+        problem
+        for name, value in values.items()
+        if value is not None and (problem := contract.check_text(name, value))
+    ]
+    if problems:
+        raise InvalidInput(problems)
 
 
 def check_limit(field: str, value: int, maximum: int) -> None:

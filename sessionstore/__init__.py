@@ -28,6 +28,7 @@ from sessionstore.domain.commands import (
     Resume,
     UpdateContext,
 )
+from sessionstore.domain.contract import Limits
 from sessionstore.domain.errors import (
     BeforeCreation,
     BrokerUnavailable,
@@ -53,7 +54,7 @@ from sessionstore.domain.errors import (
 )
 from sessionstore.domain.ports import AppendResult, RecordedEvent
 from sessionstore.domain.session import Session, SessionStatus
-from sessionstore.domain.store import Limits, SessionStore
+from sessionstore.domain.store import SessionStore
 from sessionstore.events.catalogue import (
     Channel,
     ContextUpdated,

@@ -18,6 +18,8 @@ from sessionstore.adapters.audit.export import FORMAT, FORMAT_VERSION, Progress
 from sessionstore.adapters.audit.history import mapper_of
 from sessionstore.adapters.storage.chain import GENESIS, chain_of
 from sessionstore.adapters.storage.sql.log import chain_hashes
+from sessionstore.domain import contract
+from sessionstore.domain.contract import Limits
 from sessionstore.domain.errors import (
     ImportRejected,
     StreamVersionTaken,
@@ -64,16 +66,19 @@ def import_log(
     log: EventLog,
     lines: Iterable[str | bytes],
     *,
+    limits: Limits | None = None,
     on_line: Progress | None = None,
     on_written: Progress | None = None,
 ) -> ImportSummary:
     """Check every line of an export, then write it: nothing is written if any line is bad.
 
-    Raises ``ImportRejected(line, reason)`` at the first bad line. Each session's events are
-    appended in one transaction; if the store fails (or someone else writes one of the
-    sessions) half way, the sessions before it are written and that one is not.
+    Every event must satisfy the input contract (``domain.contract``) with ``limits`` (the
+    store's, normally from settings), exactly as if it were appended now. Raises
+    ``ImportRejected(line, reason)`` at the first bad line. Each session's events are appended
+    in one transaction; if the store fails (or someone else writes one of the sessions) half
+    way, the sessions before it are written and that one is not.
     """
-    pending = _Validator(log).check(lines, on_line)
+    pending = _Validator(log, limits or Limits()).check(lines, on_line)
     written = 0
     for sid, session in pending.items():
         try:
@@ -88,8 +93,9 @@ def import_log(
 
 
 class _Validator:
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, limits: Limits) -> None:
         self.log = log
+        self.limits = limits
         self.codec = EventCodec()
         self.mapper = mapper_of(log)
         self.sessions: dict[UUID, _Pending] = {}
@@ -159,12 +165,20 @@ class _Validator:
         position = record.get("position")
         if position is not None and (type(position) is not int or position < 1):
             raise reject(f"position is not a whole number of 1 or more: {position!r}")
+        tenant_problem = contract.text_problem(tenant)
+        if tenant_problem:
+            raise reject(f"tenant_id {tenant_problem}")
         try:
-            return self.codec.decode(
+            event = self.codec.decode(
                 EncodedEvent(sid, version, event_id, occurred_at, topic, class_version, payload)
             )
         except CodecError as e:
             raise reject(str(e)) from None
+        problems = contract.event_problems(event, self.limits)
+        if problems:
+            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+            raise reject(f"breaks the input contract (docs/input-contract.md): {summary}")
+        return event
 
     def _check_event(self, number: int, record: dict[str, Any]) -> None:
         def reject(reason: str) -> ImportRejected:
@@ -233,16 +247,29 @@ class _Validator:
 
 
 def _parse(number: int, raw: str | bytes) -> dict[str, Any]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
+    """One line as JSON, strictly: NaN and Infinity are not JSON (Python's parser would take
+    them), and integers stay exact (orjson would turn a huge one into a float), so the contract
+    sees exactly what the file holds."""
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as e:
+        raise ImportRejected(number, f"not valid UTF-8: {e.reason} at byte {e.start}") from None
     if not text.strip():
         raise ImportRejected(number, "empty line")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise ImportRejected(number, "not valid JSON: nested too deeply") from None
     except ValueError as e:
         raise ImportRejected(number, f"not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise ImportRejected(number, "not a JSON object")
     return value
+
+
+def _not_json(constant: str) -> object:
+    msg = f"{constant} is not a JSON number"
+    raise ValueError(msg)
 
 
 def _check_header(record: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Protocol, cast
 import typer
 from rich import box
 from rich.console import Console
+from rich.progress import TaskID
 from rich.table import Table
 from rich.text import Text
 
@@ -254,16 +255,25 @@ def audit_import(
     """
     out = _console()
     with _reported_errors(), _log() as log:
+        limits = load_settings().limits
         with file.open("rb") as f:
             lines = sum(1 for _ in f)
-        with file.open("r", encoding="utf-8") as f, _progress_bar(out) as bar:
+        # Bytes, not text: a line that is not UTF-8 is reported with its number by the import.
+        with file.open("rb") as f, _progress_bar(out) as bar:
             checking = bar.add_task("checking", total=lines)
-            writing = bar.add_task("writing", total=max(0, lines - 2))
+            writing: list[TaskID] = []  # shown only once every line has passed the checks
+
+            def written(n: int) -> None:
+                if not writing:
+                    writing.append(bar.add_task("writing", total=max(0, lines - 2)))
+                bar.advance(writing[0], n)
+
             summary = audit.import_log(
                 log,
                 f,
+                limits=limits,
                 on_line=partial(bar.advance, checking),
-                on_written=partial(bar.advance, writing),
+                on_written=written,
             )
     out.print(f"imported {summary.events} events of {summary.sessions} sessions", soft_wrap=True)
 

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from sessionstore.domain.commands import RecordTurn
+from sessionstore.domain.contract import MAX_TURN_MS
 from sessionstore.domain.session import SessionStatus
 from sessionstore.events.catalogue import (
     Channel,
@@ -40,7 +41,6 @@ class PolicyBody(BaseModel):
     retention_days: Annotated[int, Field(gt=0, le=MAX_RETENTION_DAYS)] | None = None
 
 
-MAX_TURN_MS = 7 * 86400 * 1000.0
 BoundedMs = Annotated[Milliseconds, Field(le=MAX_TURN_MS)]
 
 

@@ -8,7 +8,7 @@
 
 ``decode`` checks everything a consumer relies on and raises ``MalformedMessage`` naming the
 first problem; the payload is validated by the event's own class, through the codec (which
-also upcasts an older ``class_version``).
+also upcasts an older ``class_version``), and then by the input contract every entry applies.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
+from sessionstore.domain import contract
+from sessionstore.domain.contract import Limits
 from sessionstore.domain.ports import RecordedEvent
 from sessionstore.events.codec import CodecError, EncodedEvent, EventCodec
 
@@ -101,8 +103,15 @@ class _Envelope(BaseModel):
     payload: dict[str, Any]
 
 
-def decode(value: bytes | None, codec: EventCodec, key: bytes | None = None) -> RecordedEvent:
-    """The event a message carries, or MalformedMessage naming what is wrong with it."""
+def decode(
+    value: bytes | None,
+    codec: EventCodec,
+    key: bytes | None = None,
+    *,
+    limits: Limits | None = None,
+) -> RecordedEvent:
+    """The event a message carries, or MalformedMessage naming what is wrong with it,
+    including a break of the input contract (``domain.contract``, with ``limits``)."""
     if value is None:
         raise MalformedMessage("empty message (no value)")
     try:
@@ -138,6 +147,13 @@ def decode(value: bytes | None, codec: EventCodec, key: bytes | None = None) -> 
         )
     except CodecError as e:
         raise MalformedMessage(str(e)) from None
+    tenant_problem = contract.text_problem(envelope.tenant_id)
+    problems = contract.event_problems(event, limits or Limits())
+    if tenant_problem:
+        problems.insert(0, {"field": "tenant_id", "message": tenant_problem})
+    if problems:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+        raise MalformedMessage(f"breaks the input contract: {summary}")
     return RecordedEvent(
         event=event,
         tenant_id=envelope.tenant_id,

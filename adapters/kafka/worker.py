@@ -139,6 +139,7 @@ class KafkaProjectionWorker:
         self.feed = feed
         self.settings = settings
         self.codec = EventCodec()
+        self.limits = settings.limits
         self.stats = WorkerStats()
         self._consumer_factory = consumer_factory or (lambda: open_consumer(settings))
         self._producer_factory = producer_factory or (lambda: open_producer(settings))
@@ -173,7 +174,9 @@ class KafkaProjectionWorker:
             for record in records:
                 received += 1
                 try:
-                    decoded.append((record, decode(record.value, self.codec, record.key)))
+                    decoded.append(
+                        (record, decode(record.value, self.codec, record.key, limits=self.limits))
+                    )
                 except MalformedMessage as e:
                     self._dead_letter(record, e.reason)
                     bad += 1

@@ -320,6 +320,11 @@ class QueriesContract:
             ({"cursor": "%%%"}, "cursor"),
             ({"idle_for": timedelta(seconds=-1)}, "idle_for"),
             ({"idle_for": timedelta(1), "now": datetime(2026, 1, 1)}, "now"),  # noqa: DTZ001
+            ({"idle_for": timedelta.max}, "idle_for"),
+            ({"user_id": "u\x00"}, "user_id"),
+            ({"agent_id": "\x00"}, "agent_id"),
+            ({"tenant_id": "t\x00"}, "tenant_id"),
+            ({"tenant_id": "t\ud800"}, "tenant_id"),
         ],
     )
     def test_list_rejects_bad_requests_naming_the_field(
@@ -328,6 +333,25 @@ class QueriesContract:
         with pytest.raises(InvalidInput) as raised:
             queries.list_sessions(**filters)
         assert raised.value.errors[0]["field"] == field
+
+    def test_every_query_refuses_text_the_contract_refuses(
+        self, world: World, queries: SessionQueries
+    ) -> None:
+        """A NUL in a filter is the caller's mistake (InvalidInput), never a storage error."""
+        sid = world.ids[NAMES[0]]
+        calls: list[Callable[[], object]] = [
+            lambda: queries.get_session(sid, tenant_id="t\x00"),
+            lambda: queries.transcript(sid, tenant_id="t\x00"),
+            lambda: queries.last_messages(sid, 5, tenant_id="t\x00"),
+            lambda: queries.session_metrics(sid, tenant_id="t\x00"),
+            lambda: queries.agent_metrics("a\x00"),
+            lambda: queries.agent_metrics("a", tenant_id="\x00"),
+            lambda: queries.cleanup_candidates(now=datetime.now(UTC), tenant_id="\x00"),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidInput) as raised:
+                call()
+            assert "NUL" in raised.value.errors[0]["message"]
 
     # -- transcripts ------------------------------------------------------------------------------
 

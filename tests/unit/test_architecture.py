@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 # What the core may import besides the standard library and its own lower layers: no database
 # driver, broker client, HTTP framework or serialiser (the design card's rule).
-CORE_THIRD_PARTY = frozenset({"pydantic"})
+CORE_THIRD_PARTY = frozenset({"pydantic", "pydantic_core"})  # pydantic_core: pydantic's own engine
 FORBIDDEN_IN_CORE = frozenset(
     {"psycopg", "psycopg_pool", "sqlite3", "kafka", "orjson", "fastapi", "starlette", "uvicorn"}
     | {"httpx", "eventsourcing", "typer", "rich", "prometheus_client", "cryptography"}

@@ -209,3 +209,64 @@ class TestHistoryAndRoundTripOnMemory:
         assert caught.value.line == 6
         assert "not valid JSON" in caught.value.reason
         assert target.head().position == 0
+
+
+def _exported(store: SessionStore) -> list[str]:
+    conversation(store)
+    out = io.StringIO()
+    export(store.log, out)
+    return out.getvalue().splitlines()
+
+
+def _replace(line: str, old: str, new: str) -> str:
+    assert old in line, f"{old!r} not in {line!r}"
+    return line.replace(old, new, 1)
+
+
+# Line 2 is SessionCreated (metadata {}), line 3 the user message, line 6 the turn.
+BAD_IMPORT_LINES = {
+    "NaN": (3, '"input_tokens":null', '"input_tokens":NaN', "NaN is not a JSON number"),
+    "Infinity": (2, '"metadata":{}', '"metadata":{"x":Infinity}', "Infinity is not a JSON number"),
+    "NUL": (3, "Where is order", "Where\\u0000 is order", "content: contains NUL"),
+    "2^63 tokens": (6, '"input_tokens":50', '"input_tokens":9223372036854775808', "input_tokens"),
+    "1e308 ms": (6, '"duration_ms":900.0', '"duration_ms":1e308', "duration_ms: must be at most"),
+    "lone surrogate": (3, "Where is order", "Where \\ud800 is order", "lone surrogate"),
+    "10^29": (2, '"metadata":{}', '"metadata":{"n":100000000000000000000000000000}', "64-bit"),
+    "deep": (2, '"metadata":{}', '"metadata":' + '{"a":' * 40 + "1" + "}" * 40, "nested 40"),
+    "very deep": (2, '"metadata":{}', '"metadata":' + "[" * 5000 + "]" * 5000, "nested"),
+    "far future": (
+        2,
+        '"occurred_at":"2026-03-01T12:00:00.000000Z"',
+        '"occurred_at":"9999-03-01T12:00:00.000000Z"',
+        "occurred_at",
+    ),
+}
+
+
+@pytest.mark.parametrize(("case"), BAD_IMPORT_LINES.values(), ids=BAD_IMPORT_LINES)
+def test_import_applies_the_input_contract_and_writes_nothing(
+    store: SessionStore, case: tuple[int, str, str, str]
+) -> None:
+    number, old, new, expected = case
+    lines = _exported(store)
+    lines[number - 1] = _replace(lines[number - 1], old, new)
+    target = MemoryEventLog()
+
+    with pytest.raises(ImportRejected) as caught:
+        import_log(target, lines)
+
+    assert caught.value.line == number
+    assert expected in caught.value.reason
+    assert target.head().position == 0
+
+
+def test_import_of_bytes_that_are_not_utf8_names_the_line(store: SessionStore) -> None:
+    lines: list[str | bytes] = list(_exported(store))
+    lines[2] = lines[2].encode().replace(b"Where", b"Wh\xffere")  # type: ignore[union-attr]
+    target = MemoryEventLog()
+
+    with pytest.raises(ImportRejected) as caught:
+        import_log(target, lines)
+
+    assert (caught.value.line, target.head().position) == (3, 0)
+    assert "not valid UTF-8" in caught.value.reason

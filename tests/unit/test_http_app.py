@@ -249,6 +249,45 @@ def test_field_validation_and_sizes(api: Api) -> None:
     assert_problem(not_json, 422, "invalid-input")
 
 
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_the_input_contract_is_422_naming_the_field_path(api: Api) -> None:
+    sid = api.create()["session_id"]
+    nul = api.post(f"/v1/sessions/{sid}/messages", {"role": "user", "content": "a\u0000b"})
+    errors = assert_problem(nul, 422, "invalid-input")["context"]["errors"]
+    assert errors[0]["field"] == "content"
+    assert "NUL" in errors[0]["message"]
+    deep = api.post("/v1/sessions", {"user_id": "u", "agent_id": "a", "metadata": nested(40)})
+    errors = assert_problem(deep, 422, "invalid-input")["context"]["errors"]
+    assert "nested 40 levels deep" in errors[0]["message"]
+    # Deeper than pydantic or orjson would go: still a clean 422, never a 500.
+    deeper = api.post("/v1/sessions", {"user_id": "u", "agent_id": "a", "metadata": nested(300)})
+    assert_problem(deeper, 422, "invalid-input")
+    nan = api.client.post(
+        "/v1/sessions",
+        content=b'{"user_id": "u", "agent_id": "a", "metadata": {"x": NaN}}',
+        headers={**api.auth(), "content-type": "application/json"},
+    )
+    assert assert_problem(nan, 422, "invalid-input")["context"]["errors"][0]["field"] in {
+        "metadata.x",
+        "body",
+    }
+    tokens = api.post(
+        f"/v1/sessions/{sid}/turns", {"request_id": "r", "duration_ms": 1, "input_tokens": 2**62}
+    )
+    assert_problem(tokens, 422, "invalid-input")
+    listed = api.get("/v1/sessions?user_id=u%00")
+    assert assert_problem(listed, 422, "invalid-input")["context"]["errors"][0]["field"] == (
+        "user_id"
+    )
+    assert api.get(f"/v1/sessions/{sid}/events").json()["events"][-1]["version"] == 1
+
+
 def test_oversized_body_is_413(idle_api: Api) -> None:
     r = idle_api.post(
         "/v1/sessions", {"user_id": "u", "agent_id": "a", "metadata": {"x": "y" * 3000}}

@@ -31,7 +31,8 @@ from sessionstore.events.catalogue import (
 )
 from sessionstore.events.codec import EventCodec
 from tests.legacy import MessageAddedV1
-from tests.property.test_codec_roundtrip import STRATEGIES, aware_datetimes, identifiers
+from tests.strategies import CONTRACT_STRATEGIES, aware_datetimes
+from tests.strategies import contract_identifiers as identifiers
 
 SID = UUID("00000000-0000-4000-8000-0000000000aa")
 EID = UUID("00000000-0000-4000-8000-0000000000e1")
@@ -42,7 +43,7 @@ CODEC = EventCodec()
 def recorded_of(event_type: type[SessionEvent]) -> st.SearchStrategy[RecordedEvent]:
     return st.builds(
         RecordedEvent,
-        event=STRATEGIES[event_type],
+        event=CONTRACT_STRATEGIES[event_type],
         tenant_id=identifiers,
         position=st.integers(min_value=1, max_value=2**62),
         tx=st.integers(min_value=0, max_value=2**62),
@@ -86,7 +87,7 @@ def value_dict(record: RecordedEvent | None = None) -> dict[str, Any]:
 
 
 def test_every_event_type_in_the_catalogue_has_a_strategy() -> None:
-    assert set(STRATEGIES) == set(EVENT_TYPES)
+    assert set(CONTRACT_STRATEGIES) == set(EVENT_TYPES)
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES, ids=lambda t: t.topic)
@@ -222,7 +223,7 @@ def test_a_v1_message_decodes_as_the_current_version_with_the_defaults() -> None
 
 
 @settings(max_examples=50, deadline=None)
-@given(STRATEGIES[MessageAdded])
+@given(CONTRACT_STRATEGIES[MessageAdded])
 def test_any_v1_message_is_upcast_to_v2(event: SessionEvent) -> None:
     assert isinstance(event, MessageAdded)
 
@@ -420,3 +421,25 @@ def test_the_first_problem_is_named_when_there_are_several() -> None:
     reason = reason_of(orjson.dumps(raw))  # the envelope is checked before the event type
 
     assert reason.startswith("version:")
+
+
+@pytest.mark.parametrize(
+    ("event", "tenant", "expected"),
+    [
+        (message(content="a\x00b"), "acme", "content: contains NUL"),
+        (message(input_tokens=2**40), "acme", "input_tokens: must be at most"),
+        (message(occurred_at=datetime(2300, 1, 1, tzinfo=UTC)), "acme", "occurred_at"),
+        (message(), "ac\x00me", "tenant_id: contains NUL"),
+    ],
+    ids=["NUL in content", "token count", "time out of range", "NUL in tenant"],
+)
+def test_a_well_formed_event_that_breaks_the_input_contract_is_malformed(
+    event: MessageAdded, tenant: str, expected: str
+) -> None:
+    original = RecordedEvent(event=event, tenant_id=tenant, position=42, tx=7, recorded_at=T0)
+    msg = encode(original)
+
+    reason = reason_of(msg.value, msg.key)
+
+    assert reason.startswith("breaks the input contract: ")
+    assert expected in reason

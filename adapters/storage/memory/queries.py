@@ -31,6 +31,7 @@ from sessionstore.projections.query_rules import (
     check_days,
     check_limit,
     check_position,
+    check_texts,
     entry_from_row,
     list_filter,
     page_of,
@@ -142,6 +143,7 @@ class MemoryQueries:
         from_day: date | None = None,
         to_day: date | None = None,
     ) -> AgentMetrics:
+        check_texts(agent_id=agent_id, tenant_id=tenant_id)
         check_days(from_day, to_day)
         rows = [
             row
@@ -158,6 +160,7 @@ class MemoryQueries:
     def cleanup_candidates(
         self, *, now: datetime, tenant_id: str | None = None, limit: int = 1000
     ) -> CleanupCandidates:
+        check_texts(tenant_id=tenant_id)
         moment = aware("now", now)
         check_limit("limit", limit, 100_000)
         rows = [
@@ -210,12 +213,14 @@ class MemoryQueries:
             return []
 
     def _session_row(self, table: Table, sid: UUID, tenant_id: str | None) -> Row:
+        check_texts(tenant_id=tenant_id)
         for row in self._rows(table):
             if row["session_id"] == sid and (tenant_id is None or row["tenant_id"] == tenant_id):
                 return row
         raise SessionNotFound(sid)
 
     def _entries(self, sid: UUID, tenant_id: str | None) -> list[TranscriptEntry]:
+        check_texts(tenant_id=tenant_id)
         rows: list[dict[str, Any]] = [
             row
             for row in self._rows(TRANSCRIPT)  # in key order: (session_id, version, seq)

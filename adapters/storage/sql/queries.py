@@ -39,6 +39,7 @@ from sessionstore.projections.query_rules import (
     check_days,
     check_limit,
     check_position,
+    check_texts,
     entry_from_row,
     list_filter,
     page_of,
@@ -209,6 +210,7 @@ class SQLQueries:
         from_day: date | None = None,
         to_day: date | None = None,
     ) -> AgentMetrics:
+        check_texts(agent_id=agent_id, tenant_id=tenant_id)
         check_days(from_day, to_day)
         p = self._p
         conditions, params = [f"agent_id = {p}"], [agent_id]
@@ -229,6 +231,7 @@ class SQLQueries:
     def cleanup_candidates(
         self, *, now: datetime, tenant_id: str | None = None, limit: int = 1000
     ) -> CleanupCandidates:
+        check_texts(tenant_id=tenant_id)
         moment = aware("now", now)
         check_limit("limit", limit, 100_000)
 
@@ -308,6 +311,7 @@ class SQLQueries:
         return self.views._to_db(type_, value)  # the store's own conversions
 
     def _one_session(self, sid: UUID, tenant_id: str | None) -> tuple[str, list[Any]]:
+        check_texts(tenant_id=tenant_id)
         p = self._p
         where, params = f"session_id = {p}", [self._db("uuid", sid)]
         if tenant_id is not None:
