@@ -195,6 +195,38 @@ def test_import_of_a_bad_file_exits_1_naming_the_line(
     assert empty["events"] == 0
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        (b'"hello"', b'"he\\u0000llo"', "content: contains NUL"),
+        (b'"hello"', b'"he\xffllo"', "not valid UTF-8"),
+        (b'"input_tokens":null', b'"input_tokens":NaN', "NaN is not a JSON number"),
+    ],
+    ids=["NUL", "byte 0xFF", "NaN"],
+)
+def test_import_breaking_the_input_contract_is_one_line_exit_1_and_writes_nothing(
+    source: str, sid: UUID, tmp_path: Path, case: tuple[bytes, bytes, str]
+) -> None:
+    old, new, words = case
+    out = tmp_path / "one.jsonl"
+    invoke(source, "audit", "export", "--session", str(sid), "-o", str(out))
+    lines = out.read_bytes().split(b"\n")
+    assert old in lines[2]
+    lines[2] = lines[2].replace(old, new)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\n".join(lines))
+    target = database(tmp_path / "target.db")
+
+    result = invoke(target, "audit", "import", str(bad))
+
+    assert result.exit_code == EXIT_REQUEST, result.output
+    assert "Traceback" not in result.output
+    assert "error: line 3:" in result.output
+    assert words in result.output
+    assert "writing" not in result.output  # the progress never suggests that it wrote
+    assert json.loads(invoke(target, "audit", "verify", "--json").output)["events"] == 0
+
+
 def test_verify_exits_4_at_the_first_break(source: str, sid: UUID, tmp_path: Path) -> None:
     assert invoke(source, "audit", "verify", str(sid)).exit_code == 0
     path = Path(source.removeprefix("sqlite:///"))
