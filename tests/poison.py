@@ -10,6 +10,7 @@ bytes that are not JSON at all.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +22,20 @@ from psycopg import sql
 
 from sessionstore.adapters.settings import Settings
 from sessionstore.adapters.storage.memory.log import MemoryEventLog
+from sessionstore.adapters.storage.memory.views import MemoryViewStore
 from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
 from sessionstore.adapters.storage.sqlite.log import format_time
+from sessionstore.domain.errors import StorageRejected
+from sessionstore.domain.ports import LogCursor, RecordedEvent
 from sessionstore.events.catalogue import MessageAdded, SessionEvent, TurnRecorded
+from sessionstore.projections.base import (
+    Applied,
+    Batch,
+    Key,
+    Projection,
+    Quarantined,
+    Tracking,
+)
 
 GARBAGE = b"\xff\xfe not JSON \x00"
 MAPPER = SessionEventMapper()
@@ -119,3 +131,57 @@ class RawLog:
             ).fetchone()
             assert found is not None
             return int(found[0])
+
+
+class Failing:
+    """A projection with a bug: it raises on some events (by id), else it is ``inner``."""
+
+    def __init__(
+        self, inner: Projection, event_ids: Iterable[UUID], error: type[Exception] = RuntimeError
+    ) -> None:
+        self.inner, self.bad, self.error = inner, set(event_ids), error
+        self.name, self.topics, self.tables = inner.name, inner.topics, inner.tables
+
+    def keys(self, event: RecordedEvent) -> Iterable[tuple[str, Key]]:
+        return self.inner.keys(event)
+
+    def apply(self, batch: Batch, event: RecordedEvent) -> None:
+        if event.event.event_id in self.bad:
+            msg = f"bug on {event.event.event_id}"
+            raise self.error(msg)
+        self.inner.apply(batch, event)
+
+
+def refused(value: Any) -> bool:
+    """Whether PostgreSQL would refuse to store this view value: text with NUL, an integer
+    beyond 64 bits (also inside JSON)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**63
+    if isinstance(value, dict):
+        return any(refused(k) or refused(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(refused(v) for v in value)
+    return False
+
+
+class RejectingViews(MemoryViewStore):
+    """The memory view store, refusing values as PostgreSQL does (nothing written then)."""
+
+    def commit(
+        self,
+        writes: Sequence[tuple[Projection, int, Batch]],
+        moves: Sequence[tuple[Tracking, LogCursor]],
+        applied: Sequence[Applied] = (),
+        quarantined: Sequence[Quarantined] = (),
+        released: Sequence[Quarantined] = (),
+    ) -> None:
+        for _projection, _generation, batch in writes:
+            for changes in batch.changes.values():
+                for row in [*changes.upserts.values(), *changes.inserts]:
+                    if refused(row):
+                        raise StorageRejected("value rejected: like PostgreSQL would")
+        super().commit(writes, moves, applied, quarantined, released)
