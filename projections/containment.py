@@ -170,8 +170,12 @@ class Containment:
         projection: Projection,
         generation: int,
         held: dict[UUID, UUID],
+        *,
+        report: bool = True,
     ) -> None:
         self.store = store
+        self.report = report
+        """Log a warning for each event quarantined (the retry reports by itself instead)."""
         self.projection = projection
         self.generation = generation
         self.held = dict(held)
@@ -209,7 +213,7 @@ class Containment:
         self.contained += len(prepared.quarantine)
         for row in prepared.quarantine:
             self.poisoned.pop(row.event_id, None)
-            if row.held_behind is None:
+            if row.held_behind is None and self.report:
                 log.warning(
                     "view %s (generation %d) cannot apply event %s (session %s v%d, position "
                     "%d, %s): %s; it is quarantined and the session is held in this view (see "

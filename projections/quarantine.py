@@ -102,7 +102,7 @@ def _retry_session(
             for item in read_items(log, session_id, first - 1, last)
             if event_id_of(item) in by_id
         ]
-        containment = Containment(store, projection, generation, held={})
+        containment = Containment(store, projection, generation, held={}, report=False)
 
         def commit(prepared: Prepared, by_id: dict[UUID, Quarantined] = by_id) -> None:
             nonlocal tracking, released

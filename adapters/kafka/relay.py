@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-import orjson
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from sessionstore.adapters.kafka.dead_letters import RelayDeadLetter, dead_letter_of, ids_of
 from sessionstore.adapters.kafka.messages import Message, encode
 from sessionstore.adapters.settings import Settings
 from sessionstore.adapters.storage.sql.log import SQLRunner
@@ -220,67 +220,6 @@ class RelayStatus:
     dead_lettered: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class RelayDeadLetter:
-    """An event the relay sent to the dead-letter topic instead of the events' topic."""
-
-    event_id: str
-    session_id: str
-    position: int
-    reason: str
-
-
-def _ids(item: RecordedEvent | UndecodableEvent) -> tuple[str, str]:
-    """(event id, session id) as text."""
-    if isinstance(item, UndecodableEvent):
-        return str(item.event_id), str(item.session_id)
-    return str(item.event.event_id), str(item.event.session_id)
-
-
-def dead_letter_of(item: RecordedEvent | UndecodableEvent, reason: str, topic: str) -> Message:
-    """The dead letter for an event the relay cannot publish: the stored state bytes when the
-    row could not be decoded, else a small JSON document describing the event; the reason and
-    the event's routing fields in headers (the names the Kafka-fed workers use)."""
-    event_id, session_id = _ids(item)
-    if isinstance(item, UndecodableEvent):
-        version, kind, class_version = item.version, item.topic, item.class_version
-        tenant, value = item.tenant_id, item.state
-    else:
-        event = item.event
-        version, kind, class_version, tenant = (
-            event.version,
-            event.topic,
-            event.class_version,
-            item.tenant_id,
-        )
-        value = orjson.dumps(
-            {
-                "session_id": session_id,
-                "version": version,
-                "position": item.position,
-                "tx": item.tx,
-                "event_id": event_id,
-                "type": kind,
-                "class_version": class_version,
-                "tenant_id": tenant,
-            }
-        )
-    headers = [
-        ("dead_letter.reason", reason.encode("utf-8", "backslashreplace")),
-        ("dead_letter.topic", topic.encode()),
-        ("dead_letter.source", b"relay"),
-        ("event_id", event_id.encode()),
-        ("session_id", session_id.encode()),
-        ("version", str(version).encode()),
-        ("position", str(item.cursor.position).encode()),
-        ("tx", str(item.cursor.tx).encode()),
-        ("type", kind.encode("utf-8", "backslashreplace")),
-        ("class_version", str(class_version).encode()),
-        ("tenant", tenant.encode("utf-8", "backslashreplace")),
-    ]
-    return Message(session_id.encode(), value, headers)
-
-
 class Relay:
     """Follows the log and publishes it; see the module docstring."""
 
@@ -417,7 +356,7 @@ class Relay:
         futures, records = [], []
         for item, reason in dead:
             message = dead_letter_of(item, reason, self.topic)
-            event_id, session_id = _ids(item)
+            event_id, session_id = ids_of(item)
             log.error(
                 "cannot publish event %s (session %s, position %d) to %s; sent to %s: %s",
                 event_id,
