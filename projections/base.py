@@ -173,6 +173,9 @@ class Tracking:
     generation: int
     cursor: LogCursor
     seq: int = 0
+    holds: bool = field(default=False, compare=False)
+    """Whether the generation held quarantined events when the row was read (so a runner asks
+    which of its sessions are held only then). Not part of the compare-and-set."""
 
     def moved(self, cursor: LogCursor) -> Tracking:
         """The row as a successful commit from this one to ``cursor`` leaves it."""

@@ -117,7 +117,8 @@ class DeliveredFeed:
         healed_ids: set[UUID] = set()
         generations = {name: tracking.generation for name, tracking in positions.items()}
         applied = self.store.applied_versions(generations, session_ids)
-        held = self.store.held(generations, session_ids)
+        holding = {name: t.generation for name, t in positions.items() if t.holds}
+        held = self.store.held(holding, session_ids) if holding else {}
         units: list[_FeedUnit] = []
         for projection in self.projections:
             tracking = positions[projection.name]
@@ -142,7 +143,9 @@ class DeliveredFeed:
                 touched.add(sid)
             if not todo:
                 continue
-            containment = Containment(self.store, projection, generation, held[projection.name])
+            containment = Containment(
+                self.store, projection, generation, held.get(projection.name, {})
+            )
             applied_rows = [Applied(projection.name, generation, sid, last[sid]) for sid in touched]
             units.append(_FeedUnit(containment, todo, applied_rows))
         quarantined = self._commit(units)

@@ -72,7 +72,7 @@ class TimerWaiter:
 class _Unit:
     """One projection's share of a step: its pending items and where its tracking row is."""
 
-    def __init__(self, containment: Containment, tracking: Tracking, items: list[Item]) -> None:
+    def __init__(self, containment: Containment, tracking: Tracking, items: Sequence[Item]) -> None:
         self.containment, self.tracking, self.items = containment, tracking, items
 
     @property
@@ -145,19 +145,16 @@ class ProjectionRunner:
             self.check_tables()
         trackings = self._positions()
         start = min(t.cursor for t in trackings.values())
-        items: list[Item]
+        items: Sequence[Item]
         try:
-            items = list(self.log.read_log(start, limit=self.batch_size))
+            items = self.log.read_log(start, limit=self.batch_size)
         except UndecodableEvent as e:
             items = [*e.decoded, e]  # the rows before it as usual; it is quarantined
         if not items:
             return 0
         end = items[-1].cursor
         behind = {n: t for n, t in trackings.items() if t.cursor < end}
-        held = self.store.held(
-            {n: t.generation for n, t in behind.items()},
-            list(dict.fromkeys(session_of(item) for item in items)),
-        )
+        held = self._held(behind, items)
         units = []
         for projection in self.projections:
             tracking = behind.get(projection.name)
@@ -169,11 +166,21 @@ class ProjectionRunner:
                 else [i for i in items if i.cursor > tracking.cursor]
             )
             containment = Containment(
-                self.store, projection, tracking.generation, held[projection.name]
+                self.store, projection, tracking.generation, held.get(projection.name, {})
             )
             units.append(_Unit(containment, tracking, pending))
         self._commit(units, end)
         return len(items)
+
+    def _held(
+        self, trackings: Mapping[str, Tracking], items: Sequence[Item]
+    ) -> dict[str, dict[UUID, UUID]]:
+        """The batch's sessions each projection holds (one read, and none at all when no
+        projection's generation holds anything: the healthy case costs no round trip)."""
+        holding = {n: t.generation for n, t in trackings.items() if t.holds}
+        if not holding:
+            return {}
+        return self.store.held(holding, list(dict.fromkeys(session_of(i) for i in items)))
 
     def _commit(self, units: list[_Unit], end: LogCursor) -> None:
         """Every projection's share in one transaction; on a refused value (or a failure that

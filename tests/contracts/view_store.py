@@ -362,6 +362,8 @@ class ViewStoreContract:
         batch.insert(LINES.name, {"session_id": b, "version": 1, "text": "x", "meta": {}})
         start = views.tracking_of(projection.name, 1)
         assert start == Tracking(projection.name, 1, LOG_START, 0)
+        assert not start.holds
+        assert not views.positions([projection.name])[projection.name].holds
 
         views.commit(
             [(projection, 1, batch)],
@@ -373,6 +375,9 @@ class ViewStoreContract:
             projection.name, 1, LogCursor(0, 5), 1
         )
         assert views.tracking(projection.name, 1) == LogCursor(0, 5)
+        assert views.tracking_of(projection.name, 1).holds  # runners ask `held` only then
+        assert views.positions([projection.name])[projection.name].holds
+        assert not views.tracking_of(projection.name, 2).holds
         assert len(self.all_rows(views, projection.name, 1, LINES)) == 1
         listed = views.quarantined(projection.name)
         assert [q.event_id for q in listed] == [head.event_id, other.event_id, behind.event_id]

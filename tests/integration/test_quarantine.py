@@ -205,3 +205,29 @@ def test_a_runner_reports_what_it_quarantined(
         assert row.error.startswith("UndecodableEvent: stored MessageAdded of session")
     finally:
         log.close()
+
+
+def test_an_aggregate_that_overflows_quarantines_the_event_that_tips_it(
+    settings: Settings, store: SessionStore, views: ViewStore
+) -> None:
+    # Two sessions of one agent on one day, each with a turn of 2^62 input tokens: each turn is
+    # fine on its own, but their sum in the agent's daily row is beyond 64 bits.
+    raw = RawLog(settings)
+    x, y = (store.create(tenant_id="acme", user_id=u, agent_id="bot").session_id for u in "xy")
+    z = store.create(tenant_id="acme", user_id="z", agent_id="other-bot").session_id
+    raw.insert(stored(turn(x, 2), input_tokens=2**62))
+    raw.insert(stored(turn(y, 2), input_tokens=2**62))
+    raw.insert(stored(turn(z, 2)))
+    log = open_log(settings)
+    try:
+        ProjectionRunner(log, views, all_projections()).catch_up()
+    finally:
+        log.close()
+
+    (tipped,) = views.quarantined()
+    assert (tipped.projection, tipped.session_id, tipped.version) == ("metrics", y, 2)
+    assert tipped.error.startswith("StorageRejected: ")
+    daily = {r["agent_id"]: r for r in views.rows("metrics", "agent_daily_metrics")}  # type: ignore[attr-defined]
+    assert (daily["bot"]["turns"], daily["bot"]["input_tokens"]) == (1, 2**62)
+    assert (daily["other-bot"]["turns"], daily["other-bot"]["input_tokens"]) == (1, 10)
+    assert state_rows(views)[y]["input_tokens"] == 2**62  # the session's own view holds it

@@ -67,3 +67,12 @@ def test_healthy_views_are_ready_with_a_zero_gauge(api: Api) -> None:
     assert {v["quarantined"] for v in api.get("/v1/projections").json()} == {0}
     metrics = api.client.get("/metrics").text
     assert 'sessionstore_projection_quarantined_events{projection="metrics"} 0.0' in metrics
+
+
+def test_a_value_the_database_refused_is_a_422_not_a_retryable_503() -> None:
+    from sessionstore.adapters.http.problems import STATUS_OF, TITLES
+    from sessionstore.domain.errors import StorageRejected
+
+    # The same request would be refused again: a 503 (with Retry-After) would invite retries.
+    assert STATUS_OF[StorageRejected.code] == 422
+    assert TITLES[StorageRejected.code] == "Value refused by the database"

@@ -85,14 +85,18 @@ class MemoryViewStore:
 
     def positions(self, names: Sequence[str]) -> dict[str, Tracking]:
         with self._lock:
-            return {n: self._tracking[(n, self._active[n])] for n in names}
+            return {n: self._tracking_of(n, self._active[n]) for n in names}
 
     def tracking(self, name: str, generation: int) -> LogCursor:
         return self.tracking_of(name, generation).cursor
 
     def tracking_of(self, name: str, generation: int) -> Tracking:
         with self._lock:
-            return self._tracking.get((name, generation), Tracking(name, generation, LOG_START))
+            return self._tracking_of(name, generation)
+
+    def _tracking_of(self, name: str, generation: int) -> Tracking:
+        found = self._tracking.get((name, generation), Tracking(name, generation, LOG_START))
+        return replace(found, holds=bool(self._quarantine.get((name, generation))))
 
     def load(
         self, projection: str, generation: int, table: Table, keys: Sequence[Key]
@@ -152,7 +156,7 @@ class MemoryViewStore:
             for a in applied:
                 self._applied.setdefault((a.projection, a.generation), {})[a.session_id] = a.version
             for q in released:
-                del self._quarantine[(q.projection, q.generation)][q.event_id]
+                self._quarantine[(q.projection, q.generation)].pop(q.event_id, None)
             now = datetime.now(UTC)
             for q in quarantined:
                 held = self._quarantine.setdefault((q.projection, q.generation), {})

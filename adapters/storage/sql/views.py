@@ -239,17 +239,15 @@ class SQLViewStore(SQLQuarantine, ABC):
         marks = ", ".join(self.placeholder for _ in names)
         with self._reading() as cur:
             cur.execute(
-                "SELECT p.name, p.active_generation, t.tx, t.position, t.seq FROM projections p "
+                "SELECT p.name, p.active_generation, t.tx, t.position, t.seq, "
+                f"{_HOLDS.format(generation='p.active_generation')} FROM projections p "
                 "JOIN projection_tracking t "
                 "ON t.name = p.name AND t.generation = p.active_generation "
                 f"WHERE p.name IN ({marks})",
                 list(names),
             )
             rows = cur.fetchall()
-        found = {
-            row[0]: Tracking(row[0], int(row[1]), LogCursor(int(row[2]), int(row[3])), int(row[4]))
-            for row in rows
-        }
+        found = {row[0]: _tracking(row[0], row[1:]) for row in rows}
         missing = [n for n in names if n not in found]
         if missing:
             raise UnknownProjection(missing[0], sorted(found))
@@ -262,14 +260,12 @@ class SQLViewStore(SQLQuarantine, ABC):
         p = self.placeholder
         with self._reading() as cur:
             cur.execute(
-                "SELECT tx, position, seq FROM projection_tracking "
-                f"WHERE name = {p} AND generation = {p}",
-                (name, generation),
+                f"SELECT t.generation, t.tx, t.position, t.seq, {_HOLDS.format(generation=p)} "
+                f"FROM projection_tracking t WHERE t.name = {p} AND t.generation = {p}",
+                (generation, name, generation),
             )
             row = cur.fetchone()
-        if row is None:
-            return Tracking(name, generation, LOG_START)
-        return Tracking(name, generation, LogCursor(int(row[0]), int(row[1])), int(row[2]))
+        return Tracking(name, generation, LOG_START) if row is None else _tracking(name, row)
 
     def load(
         self, projection: str, generation: int, table: Table, keys: Sequence[Key]
@@ -473,6 +469,21 @@ class SQLViewStore(SQLQuarantine, ABC):
             cur.execute(query, list(params))
             rows = cur.fetchall()
         return self._rows(table, rows)
+
+
+_HOLDS = (
+    "EXISTS (SELECT 1 FROM projection_quarantine q "
+    "WHERE q.name = t.name AND q.generation = {generation})"
+)
+"""Whether a tracking row's generation holds quarantined events (one index probe)."""
+
+
+def _tracking(name: str, row: Sequence[Any]) -> Tracking:
+    """A tracking row from (generation, tx, position, seq, holds)."""
+    generation, tx, position, seq, holds = row
+    return Tracking(
+        name, int(generation), LogCursor(int(tx), int(position)), int(seq), holds=bool(holds)
+    )
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
