@@ -263,11 +263,7 @@ class Containment:
         self, items: Sequence[Item]
     ) -> tuple[list[RecordedEvent], list[Quarantined], dict[UUID, UUID]]:
         """Which items to fold, which to quarantine, and the held sessions after them."""
-        if (
-            not self.held
-            and not self.poisoned
-            and not any(type(item) is UndecodableEvent for item in items)
-        ):
+        if not self.held and not self.poisoned and UndecodableEvent not in map(type, items):
             # The common case: nothing held or poisoned. fold() skips foreign topics itself.
             return cast("list[RecordedEvent]", list(items)), [], {}
         held = dict(self.held)
