@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from multiprocessing.queues import Queue
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -134,8 +135,10 @@ class TimedViews:
         self,
         writes: Sequence[tuple[Projection, int, Batch]],
         moves: Sequence[tuple[Tracking, LogCursor]],
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
-        self.inner.commit(writes, moves)
+        self.inner.commit(writes, moves, *args, **kwargs)
         if moves:
             self.commits.append((time.perf_counter(), min(new for _, new in moves)))
 

@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
+
+from sessionstore.domain.ports import LogCursor, RecordedEvent
+from sessionstore.events.codec import CodecError
 
 
 class SessionStoreError(Exception):
@@ -124,6 +128,14 @@ class StorageError(SessionStoreError):
     """The database failed or could not be reached. Driver errors never leak past this."""
 
     code = "storage-error"
+
+
+class StorageRejected(StorageError):
+    """The database refused a *value* as invalid data (a NUL in text, an integer beyond
+    bigint, a value too big): not a transient failure, so writing the same rows again fails
+    again. Projections quarantine the event whose rows were refused (docs/quarantine.md)."""
+
+    code = "storage-rejected"
 
 
 class SchemaNotReady(StorageError):
@@ -279,3 +291,40 @@ class BrokerUnavailable(SessionStoreError):
             bootstrap_servers=bootstrap_servers,
         )
         self.bootstrap_servers = bootstrap_servers
+
+
+@dataclass(eq=False)
+class UndecodableEvent(CodecError):
+    """A row of the log cannot be turned back into an event (corrupt state, an unknown topic, a
+    newer ``class_version``, an upcaster that fails). Raised by ``EventLog.read_log`` and
+    ``read_session`` with the rows of the same read before it that decoded fine, in order
+    (``decoded``), so a reader can go on up to the bad row and then deal with it by itself.
+
+    ``session_id`` is the nil UUID if even the row's session id cannot be read (only possible
+    on SQLite, whose columns are text). ``state`` is the stored bytes, as far as they are known.
+    """
+
+    decoded: list[RecordedEvent]
+    cursor: LogCursor
+    session_id: UUID
+    version: int
+    event_id: UUID
+    topic: str
+    reason: str
+    tenant_id: str = ""
+    class_version: int = 0
+    state: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        super().__init__(
+            f"stored event {self.event_id} (session {self.session_id} v{self.version}, "
+            f"position {self.cursor.position}, {self.topic}) cannot be decoded: {self.reason}"
+        )
+
+    @property
+    def position(self) -> int:
+        return self.cursor.position
+
+    @property
+    def tx(self) -> int:
+        return self.cursor.tx

@@ -135,7 +135,11 @@ class EventLog(Protocol):
     ) -> list[RecordedEvent]: ...
 
     def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
-        """Events in global order strictly after ``after``; never skips a committed event."""
+        """Events in global order strictly after ``after``; never skips a committed event.
+
+        A row that cannot be decoded raises ``UndecodableEvent`` (``domain.errors``) carrying
+        the events before it in this read and the row's cursor, so a reader can apply those and
+        decide what to do with that row. (``read_session`` raises the codec's own error.)"""
         ...
 
     def head(self) -> LogCursor:

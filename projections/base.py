@@ -15,9 +15,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
+from sessionstore.domain.errors import StorageError, StorageRejected
 from sessionstore.domain.ports import LogCursor, RecordedEvent
 
 ColumnType = Literal["uuid", "text", "int", "float", "bool", "timestamp", "date", "json"]
@@ -161,11 +163,73 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Tracking:
-    """How far one generation of a projection has applied the log."""
+    """How far one generation of a projection has applied the log.
+
+    ``seq`` counts the commits that moved or re-asserted the row; a commit's compare-and-set
+    checks it with the cursor, so a commit that changes view rows without moving the cursor (a
+    quarantine retry) still makes a concurrent commit loaded before it fail (decisions §21)."""
 
     projection: str
     generation: int
     cursor: LogCursor
+    seq: int = 0
+    holds: bool = field(default=False, compare=False)
+    """Whether the generation held quarantined events when the row was read (so a runner asks
+    which of its sessions are held only then). Not part of the compare-and-set."""
+
+    def moved(self, cursor: LogCursor) -> Tracking:
+        """The row as a successful commit from this one to ``cursor`` leaves it."""
+        return Tracking(self.projection, self.generation, cursor, self.seq + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An event one generation of a projection did not apply (docs/quarantine.md).
+
+    The first event of a session that failed in that generation carries the ``error`` and no
+    ``held_behind``; the session's later events wait behind it (``held_behind`` is its event
+    id), so the view never shows a state that skipped an event."""
+
+    projection: str
+    generation: int
+    event_id: UUID
+    session_id: UUID
+    position: int
+    tx: int
+    version: int
+    topic: str
+    error: str
+    held_behind: UUID | None = None
+    quarantined_at: datetime | None = None
+    """Set by the store when it lists rows; None in rows about to be written."""
+
+    @property
+    def cursor(self) -> LogCursor:
+        return LogCursor(self.tx, self.position)
+
+
+class HandlerFailed(Exception):
+    """A projection could not fold an event (``fold`` wraps whatever its code raised, except a
+    transient StorageError). ``event`` is None when the failure belongs to no single event (a
+    ``before_commit`` finisher, a rejected prefetch)."""
+
+    def __init__(self, projection: str, event: RecordedEvent | None, error: Exception) -> None:
+        self.projection, self.event, self.error = projection, event, error
+        where = "" if event is None else f" event {event.event.event_id} ({event.event.topic})"
+        super().__init__(
+            f"projection {projection} failed on{where or ' a batch'}: {describe(error)}"
+        )
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of an error, as stored with a quarantined event."""
+    return f"{type(error).__name__}: {error}"
+
+
+def transient(error: BaseException) -> bool:
+    """A failure that may pass if the same work is tried again later (the database is down):
+    those propagate instead of quarantining anything."""
+    return isinstance(error, StorageError) and not isinstance(error, StorageRejected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +256,9 @@ class ProjectionStatus:
     """Where the active generation's events come from. Kafka-fed views leave their log position
     where their last rebuild put it, so ``lag_events`` counts from there; their real lag is
     their consumer group's (``sessionstore projections status --kafka``)."""
+    quarantined: int = 0
+    """Events the active generation holds in quarantine (it could not apply them, or they wait
+    behind one it could not apply)."""
 
 
 class ViewStore(Protocol):
@@ -218,8 +285,12 @@ class ViewStore(Protocol):
 
     def tracking(self, name: str, generation: int) -> LogCursor: ...
 
-    def positions(self, names: Sequence[str]) -> dict[str, tuple[int, LogCursor]]:
-        """Each named projection's active generation and its tracking cursor, in one read."""
+    def tracking_of(self, name: str, generation: int) -> Tracking:
+        """The whole tracking row (with its ``seq``) of one generation."""
+        ...
+
+    def positions(self, names: Sequence[str]) -> dict[str, Tracking]:
+        """Each named projection's tracking row at its active generation, in one read."""
         ...
 
     def load(
@@ -231,11 +302,34 @@ class ViewStore(Protocol):
         writes: Sequence[tuple[Projection, int, Batch]],
         moves: Sequence[tuple[Tracking, LogCursor]],
         applied: Sequence[Applied] = (),
+        quarantined: Sequence[Quarantined] = (),
+        released: Sequence[Quarantined] = (),
     ) -> None:
         """Write every batch's changes, move each tracking row from its old cursor to the new
-        one and record ``applied`` session versions, all in one transaction. Raises
-        ProjectionConflict (and writes nothing) if any tracking row is no longer at its old
-        cursor: another runner got there first."""
+        one (``seq`` + 1; a move to the same cursor re-asserts the row), record ``applied``
+        session versions, write ``quarantined`` rows (replacing a row of the same event) and
+        delete ``released`` ones, all in one transaction. Raises ProjectionConflict (and writes
+        nothing) if any tracking row is no longer at its old cursor and seq (another runner got
+        there first) or a released row is no longer there. StorageRejected if the database
+        refused a value (nothing written either)."""
+        ...
+
+    def held(
+        self, generations: Mapping[str, int], session_ids: Sequence[UUID]
+    ) -> dict[str, dict[UUID, UUID]]:
+        """For each projection at its generation, the sessions among these that it holds, each
+        with the event id they are held behind (their first quarantined event); one read."""
+        ...
+
+    def quarantined(
+        self, projection: str | None = None, session_id: UUID | None = None
+    ) -> list[Quarantined]:
+        """Quarantined events of every generation (or one projection's, or one session's), in
+        (projection, generation, position) order."""
+        ...
+
+    def quarantine_counts(self, names: Sequence[str]) -> dict[str, int]:
+        """How many events each named projection's active generation holds in quarantine."""
         ...
 
     def applied_versions(
@@ -272,16 +366,27 @@ def fold(
 ) -> Batch:
     """Apply events (in order) to one generation of a projection: the rows they touch are
     loaded in one prefetch per table, and the changes are left in the returned batch for
-    ``ViewStore.commit``. Events of topics the projection ignores are skipped."""
+    ``ViewStore.commit``. Events of topics the projection ignores are skipped. A failure of the
+    projection's code raises HandlerFailed naming the event (the batch is then unusable)."""
     batch = Batch(projection.tables, view_loader(store, projection.name, generation))
     relevant = [r for r in events if r.event.topic in projection.topics]
     wanted: dict[str, list[Key]] = defaultdict(list)
-    for recorded in relevant:
-        for table_name, key in projection.keys(recorded):
-            wanted[table_name].append(key)
-    for table_name, keys in wanted.items():
-        batch.prefetch(table_name, keys)
-    for recorded in relevant:
-        projection.apply(batch, recorded)
-    batch.finish()
+    current: RecordedEvent | None = None
+    try:
+        for current in relevant:
+            for table_name, key in projection.keys(current):
+                wanted[table_name].append(key)
+        current = None
+        for table_name, keys in wanted.items():
+            batch.prefetch(table_name, keys)
+        for current in relevant:
+            projection.apply(batch, current)
+        current = None
+        batch.finish()
+    except Exception as e:
+        # Whatever a projection's code raises names the event it was folding (the runner
+        # quarantines it); only a database that may come back propagates as it is.
+        if transient(e):
+            raise
+        raise HandlerFailed(projection.name, current, e) from e
     return batch

@@ -26,14 +26,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from sessionstore.domain.errors import ProjectionOutdated, SchemaNotReady, StorageError
-from sessionstore.domain.ports import EventLog, LogCursor, RecordedEvent
+from sessionstore.domain.errors import (
+    ProjectionOutdated,
+    SchemaNotReady,
+    StorageError,
+    StorageRejected,
+)
+from sessionstore.domain.ports import EventLog, RecordedEvent
 from sessionstore.projections.base import (
     Applied,
     Projection,
+    Tracking,
     ViewStore,
     fingerprint,
-    fold,
+)
+from sessionstore.projections.containment import (
+    Containment,
+    Item,
+    Prepared,
+    Unattributable,
+    event_id_of,
+    extra,
+    read_items,
+    session_of,
+    version_of,
 )
 
 MAX_SWITCH_RETRIES = 5
@@ -48,6 +64,9 @@ class FeedResult:
     """Delivered events every projection had applied already (redeliveries)."""
     healed: int
     """Events read from the log to fill a gap in a session's delivered versions."""
+    quarantined: int = 0
+    """Events quarantined in at least one projection (they, or an earlier event of their
+    session, could not be applied there); they count as applied for deduplication."""
 
 
 class DeliveredFeed:
@@ -78,7 +97,7 @@ class DeliveredFeed:
                 generations = {}
                 try:
                     positions = self.store.positions([p.name for p in self.projections])
-                    generations = {name: g for name, (g, _) in positions.items()}
+                    generations = {name: t.generation for name, t in positions.items()}
                     self.check_tables(generations)
                     return self._apply(events, positions)
                 except (StorageError, SchemaNotReady):
@@ -86,65 +105,138 @@ class DeliveredFeed:
                     # again on the new generation; anything else is a real failure.
                     now = self.store.positions([p.name for p in self.projections])
                     if attempt == MAX_SWITCH_RETRIES or all(
-                        now[name][0] == g for name, g in generations.items()
+                        now[name].generation == g for name, g in generations.items()
                     ):
                         raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _apply(
-        self, events: Sequence[RecordedEvent], positions: dict[str, tuple[int, LogCursor]]
-    ) -> FeedResult:
+    def _apply(self, events: Sequence[RecordedEvent], positions: dict[str, Tracking]) -> FeedResult:
         session_ids = list(dict.fromkeys(e.event.session_id for e in events))
-        gap_reads: dict[tuple[UUID, int, int], list[RecordedEvent]] = {}
+        gap_reads: dict[tuple[UUID, int, int], list[Item]] = {}
         new_ids: set[UUID] = set()
         healed_ids: set[UUID] = set()
-        writes = []
-        applied_rows: list[Applied] = []
-        generations = {name: generation for name, (generation, _) in positions.items()}
+        generations = {name: tracking.generation for name, tracking in positions.items()}
         applied = self.store.applied_versions(generations, session_ids)
+        holding = {name: t.generation for name, t in positions.items() if t.holds}
+        held = self.store.held(holding, session_ids) if holding else {}
+        units: list[_FeedUnit] = []
         for projection in self.projections:
-            generation, tracking = positions[projection.name]
+            tracking = positions[projection.name]
+            generation = tracking.generation
             last = applied[projection.name]
-            todo: list[RecordedEvent] = []
+            todo: list[Item] = []
             touched: set[UUID] = set()
             for recorded in events:
                 sid, version = recorded.event.session_id, recorded.event.version
                 known = last.get(sid)
-                if recorded.cursor <= tracking or (known is not None and version <= known):
+                if recorded.cursor <= tracking.cursor or (known is not None and version <= known):
                     continue
                 floor = known or 0
                 if version > floor + 1:
                     for missing in self._read_gap(gap_reads, sid, floor, version - 1):
-                        if missing.cursor > tracking:
+                        if missing.cursor > tracking.cursor:
                             todo.append(missing)
-                            healed_ids.add(missing.event.event_id)
+                            healed_ids.add(event_id_of(missing))
                 todo.append(recorded)
                 new_ids.add(recorded.event.event_id)
                 last[sid] = version
                 touched.add(sid)
             if not todo:
                 continue
-            writes.append((projection, generation, fold(self.store, projection, generation, todo)))
-            applied_rows.extend(
-                Applied(projection.name, generation, sid, last[sid]) for sid in touched
+            containment = Containment(
+                self.store, projection, generation, held.get(projection.name, {})
             )
-        if writes:
-            self.store.commit(writes, [], applied_rows)
+            applied_rows = [Applied(projection.name, generation, sid, last[sid]) for sid in touched]
+            units.append(_FeedUnit(containment, todo, applied_rows))
+        quarantined = self._commit(units)
         return FeedResult(
             received=len(events),
             applied=len(new_ids),
             duplicates=len(events) - len(new_ids),
             healed=len(healed_ids),
+            quarantined=len(quarantined),
         )
+
+    def _commit(self, units: list[_FeedUnit]) -> set[UUID]:
+        """Every projection's share in one transaction, or (after a refused value, or a failure
+        that names no event) each on its own, split until the culprit is alone. A quarantined
+        event counts as applied: ``projection_applied`` passes it, so a redelivery or a gap
+        heal does not try it again (``quarantine retry`` does). Returns the ids quarantined."""
+        quarantined: set[UUID] = set()
+        ready: list[tuple[_FeedUnit, Prepared]] = []
+        alone: list[_FeedUnit] = []
+        for unit in units:
+            try:
+                ready.append((unit, unit.containment.prepare(unit.items)))
+            except Unattributable:
+                alone.append(unit)
+        try:
+            if ready:
+                self.store.commit(
+                    [
+                        (u.projection, u.generation, p.batch)
+                        for u, p in ready
+                        if p.batch is not None
+                    ],
+                    [],
+                    [row for u, _ in ready for row in u.applied],
+                    **extra(row for _, p in ready for row in p.quarantine),
+                )
+        except StorageRejected:
+            alone = units
+        else:
+            for unit, prepared in ready:
+                unit.containment.accept(prepared)
+                quarantined.update(row.event_id for row in prepared.quarantine)
+        for unit in alone:
+
+            def commit(prepared: Prepared, unit: _FeedUnit = unit) -> None:
+                writes = (
+                    []
+                    if prepared.batch is None
+                    else [(unit.projection, unit.generation, prepared.batch)]
+                )
+                self.store.commit(
+                    writes, [], unit.applied_for(prepared.items), **extra(prepared.quarantine)
+                )
+                quarantined.update(row.event_id for row in prepared.quarantine)
+
+            unit.containment.apply_alone(unit.items, commit)
+        return quarantined
 
     def _read_gap(
         self,
-        cache: dict[tuple[UUID, int, int], list[RecordedEvent]],
+        cache: dict[tuple[UUID, int, int], list[Item]],
         session_id: UUID,
         after: int,
         to: int,
-    ) -> list[RecordedEvent]:
+    ) -> list[Item]:
+        """A session's missing events from the log (a row that cannot be decoded in its place:
+        the relay dead-letters such rows, so this is where a Kafka-fed view meets them)."""
         key = (session_id, after, to)
         if key not in cache:
-            cache[key] = self.log.read_session(session_id, after_version=after, to_version=to)
+            cache[key] = read_items(self.log, session_id, after, to)
         return cache[key]
+
+
+class _FeedUnit:
+    """One projection's share of a delivered batch."""
+
+    def __init__(self, containment: Containment, items: list[Item], applied: list[Applied]):
+        self.containment, self.items, self.applied = containment, items, applied
+
+    @property
+    def projection(self) -> Projection:
+        return self.containment.projection
+
+    @property
+    def generation(self) -> int:
+        return self.containment.generation
+
+    def applied_for(self, items: Sequence[Item]) -> list[Applied]:
+        """The applied versions once ``items`` (part of this share) are committed."""
+        versions: dict[UUID, int] = {}
+        for item in items:
+            sid = session_of(item)
+            versions[sid] = max(versions.get(sid, 0), version_of(item))
+        return [Applied(self.projection.name, self.generation, s, v) for s, v in versions.items()]

@@ -24,6 +24,8 @@ from sessionstore.domain.errors import (
     ProjectionTimeout,
     SchemaNotReady,
     StorageError,
+    StorageRejected,
+    UndecodableEvent,
     UnknownProjection,
 )
 from sessionstore.domain.ports import EventLog, LogCursor
@@ -33,7 +35,14 @@ from sessionstore.projections.base import (
     Tracking,
     ViewStore,
     fingerprint,
-    fold,
+)
+from sessionstore.projections.containment import (
+    Containment,
+    Item,
+    Prepared,
+    Unattributable,
+    extra,
+    session_of,
 )
 
 Progress = Callable[[int], None]
@@ -60,6 +69,30 @@ class TimerWaiter:
         """Nothing to release."""
 
 
+class _Unit:
+    """One projection's share of a step: its pending items and where its tracking row is."""
+
+    def __init__(self, containment: Containment, tracking: Tracking, items: Sequence[Item]) -> None:
+        self.containment, self.tracking, self.items = containment, tracking, items
+
+    @property
+    def projection(self) -> Projection:
+        return self.containment.projection
+
+    @property
+    def generation(self) -> int:
+        return self.tracking.generation
+
+    def commit(self, prepared: Prepared) -> None:
+        """Commit part of the share alone, moving the tracking row to its last item."""
+        to = prepared.items[-1].cursor
+        writes = (
+            [] if prepared.batch is None else [(self.projection, self.generation, prepared.batch)]
+        )
+        self.containment.store.commit(writes, [(self.tracking, to)], **extra(prepared.quarantine))
+        self.tracking = self.tracking.moved(to)
+
+
 class ProjectionRunner:
     """Applies the log to projections' views, exactly once per event."""
 
@@ -80,6 +113,9 @@ class ProjectionRunner:
         """Generations to write instead of the active one (a rebuild's new generation)."""
         self._used: dict[str, int] = {}
         self._checked = False
+        self.contained = 0
+        """Quarantine rows this runner has written (events it could not apply, and events of
+        the sessions those hold)."""
 
     def _generation(self, projection: Projection) -> int:
         pinned = self._pinned.get(projection.name)
@@ -100,47 +136,101 @@ class ProjectionRunner:
         self._checked = True
 
     def step(self) -> int:
-        """Apply one batch of events to every projection; return how many events were read."""
+        """Apply one batch of events to every projection; return how many events were read.
+
+        An event a projection cannot apply is quarantined in that projection and its session
+        held there; every other session and projection goes on (``projections/containment``).
+        """
         if not self._checked:
             self.check_tables()
-        generations, cursors = self._positions()
-        start = min(cursors.values())
-        events = self.log.read_log(start, limit=self.batch_size)
-        if not events:
+        trackings = self._positions()
+        start = min(t.cursor for t in trackings.values())
+        items: Sequence[Item]
+        try:
+            items = self.log.read_log(start, limit=self.batch_size)
+        except UndecodableEvent as e:
+            items = [*e.decoded, e]  # the rows before it as usual; it is quarantined
+        if not items:
             return 0
-        end = events[-1].cursor
-        writes = []
-        moves = []
+        end = items[-1].cursor
+        behind = {n: t for n, t in trackings.items() if t.cursor < end}
+        held = self._held(behind, items)
+        units = []
         for projection in self.projections:
-            generation, cursor = generations[projection.name], cursors[projection.name]
-            if end <= cursor:
+            tracking = behind.get(projection.name)
+            if tracking is None:
                 continue  # this one is ahead of the batch (it was rebuilt recently)
+            pending = (
+                items
+                if tracking.cursor == start
+                else [i for i in items if i.cursor > tracking.cursor]
+            )
+            containment = Containment(
+                self.store, projection, tracking.generation, held.get(projection.name, {})
+            )
+            units.append(_Unit(containment, tracking, pending))
+        self._commit(units, end)
+        return len(items)
 
-            pending = events if cursor == start else [e for e in events if e.cursor > cursor]
-            batch = fold(self.store, projection, generation, pending)
-            writes.append((projection, generation, batch))
-            moves.append((Tracking(projection.name, generation, cursor), end))
-        self.store.commit(writes, moves)
-        return len(events)
+    def _held(
+        self, trackings: Mapping[str, Tracking], items: Sequence[Item]
+    ) -> dict[str, dict[UUID, UUID]]:
+        """The batch's sessions each projection holds (one read, and none at all when no
+        projection's generation holds anything: the healthy case costs no round trip)."""
+        holding = {n: t.generation for n, t in trackings.items() if t.holds}
+        if not holding:
+            return {}
+        return self.store.held(holding, list(dict.fromkeys(session_of(i) for i in items)))
 
-    def _positions(self) -> tuple[dict[str, int], dict[str, LogCursor]]:
-        """Generation and cursor of each projection: one query unless generations are pinned."""
+    def _commit(self, units: list[_Unit], end: LogCursor) -> None:
+        """Every projection's share in one transaction; on a refused value (or a failure that
+        names no event), each share on its own, split until the culprit is alone."""
+        ready: list[tuple[_Unit, Prepared]] = []
+        alone: list[_Unit] = []
+        for unit in units:
+            try:
+                ready.append((unit, unit.containment.prepare(unit.items)))
+            except Unattributable:
+                alone.append(unit)
+        try:
+            if ready:
+                self.store.commit(
+                    [
+                        (u.projection, u.generation, p.batch)
+                        for u, p in ready
+                        if p.batch is not None
+                    ],
+                    [(u.tracking, end) for u, _ in ready],
+                    **extra(row for _, p in ready for row in p.quarantine),
+                )
+        except StorageRejected:
+            alone = units  # this batch only: one projection at a time, split as needed
+        else:
+            for unit, prepared in ready:
+                unit.containment.accept(prepared)
+                self.contained += len(prepared.quarantine)
+        for unit in alone:
+            before = unit.containment.contained
+            unit.containment.apply_alone(unit.items, unit.commit)
+            self.contained += unit.containment.contained - before
+
+    def _positions(self) -> dict[str, Tracking]:
+        """The tracking row of each projection: one query unless generations are pinned."""
         if self._pinned:
-            generations = {p.name: self._generation(p) for p in self.projections}
-            return generations, {
-                name: self.store.tracking(name, generation)
-                for name, generation in generations.items()
+            return {
+                p.name: self.store.tracking_of(p.name, self._generation(p))
+                for p in self.projections
             }
         found = self.store.positions([p.name for p in self.projections])
-        self._used = {n: g for n, (g, _) in found.items()}
-        return dict(self._used), {n: c for n, (_, c) in found.items()}
+        self._used = {n: t.generation for n, t in found.items()}
+        return found
 
     def _switched(self) -> bool:
         """Whether a rebuild activated another generation since the last step began."""
         if self._pinned or not self._used:
             return False
         now = self.store.positions(list(self._used))
-        return any(now[n][0] != g for n, g in self._used.items())
+        return any(now[n].generation != g for n, g in self._used.items())
 
     def catch_up(
         self, *, progress: Progress | None = None, stop: threading.Event | None = None
@@ -175,6 +265,7 @@ class ProjectionRunner:
 
     def status(self) -> list[ProjectionStatus]:
         head = self.log.head()
+        quarantined = self.store.quarantine_counts([p.name for p in self.projections])
         out = []
         for projection in self.projections:
             generation = self._generation(projection)
@@ -189,6 +280,7 @@ class ProjectionRunner:
                     feed="kafka"
                     if self.store.fed_from_kafka(projection.name, generation)
                     else "log",
+                    quarantined=quarantined[projection.name],
                 )
             )
         return out

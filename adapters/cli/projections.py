@@ -22,8 +22,14 @@ from sessionstore.adapters.cli.common import (
     _reported_errors,
     _stopped_by_signals,
 )
+from sessionstore.adapters.cli.quarantine import quarantine_app
 from sessionstore.adapters.cli.render_json import _dataclass_json, _print_json, _status_json
-from sessionstore.adapters.cli.render_views import _positions, _positions_of, status_table
+from sessionstore.adapters.cli.render_views import (
+    _positions,
+    _positions_of,
+    quarantine_note,
+    status_table,
+)
 from sessionstore.domain.ports import LOG_START
 from sessionstore.projections import all_projections
 from sessionstore.projections.runner import ProjectionRunner, rebuild, select
@@ -70,6 +76,9 @@ def projections_status(
         return
     console = _console()
     console.print(status_table(statuses))
+    note = quarantine_note(statuses)
+    if note:
+        console.print(note, style="red", soft_wrap=True)
     if kafka:
         table = Table(
             title=f"Kafka group {settings.kafka_group_id}",
@@ -122,6 +131,7 @@ def projections_run(
             applied = runner.catch_up(progress=partial(bar.advance, task), stop=stop)
         done = "stopped" if stop.is_set() else "caught up"
         out.print(f"{done}: {applied} events read; {_positions(runner)}", soft_wrap=True)
+        _report_quarantine(out, runner)
         if once or stop.is_set():
             return
         waiter = open_waiter(settings, stop)
@@ -158,6 +168,13 @@ def projections_rebuild(
                 soft_wrap=True,
             )
         out.print(f"{applied} events read; {_positions_of(log, views, chosen)}", soft_wrap=True)
+        _report_quarantine(out, ProjectionRunner(log, views, chosen))
+
+
+def _report_quarantine(out: Any, runner: ProjectionRunner) -> None:
+    note = quarantine_note(runner.status())
+    if note:
+        out.print(note, style="red", soft_wrap=True)
 
 
 def _run_kafka_projector(once: bool) -> None:
@@ -188,10 +205,13 @@ def _run_kafka_projector(once: bool) -> None:
             worker.close()
 
 
+projections_app.add_typer(quarantine_app, name="quarantine")
+
+
 def _worker_stats(worker: Any) -> str:
     s = worker.stats
     return (
         f"{s.received} messages received, {s.applied} events applied, {s.duplicates} "
         f"duplicates skipped, {s.healed} read from the log to fill gaps, {s.dead_lettered} "
-        f"dead-lettered; partitions {sorted(s.partitions)}"
+        f"dead-lettered, {s.quarantined} quarantined; partitions {sorted(s.partitions)}"
     )

@@ -52,9 +52,11 @@ def relay(
                 relay.connect()
                 published = relay.catch_up(stop)
                 status = relay.status()
+                dead = len(relay.dead_letters)
                 out.print(
-                    f"published {published} events to {where}; position "
-                    f"{status.cursor.position}, lag {status.lag_events}",
+                    f"published {published - dead} events to {where}"
+                    + (f" ({dead} dead-lettered)" if dead else "")
+                    + f"; position {status.cursor.position}, lag {status.lag_events}",
                     soft_wrap=True,
                 )
                 return
@@ -78,7 +80,8 @@ def relay(
 
 @relay_app.command("status")
 def relay_status(as_json: JsonOption = False) -> None:
-    """The relay's saved position, the log head and how many events wait to be published."""
+    """The relay's saved position, the log head, how many events wait to be published and how
+    many it sent to the dead-letter topic (rows it could not decode or encode)."""
     from sessionstore.adapters.kafka.relay import Relay, relay_positions
 
     with _reported_errors(), _opened() as (settings, log, _views):
@@ -91,6 +94,7 @@ def relay_status(as_json: JsonOption = False) -> None:
                 "head": status.head.position,
                 "lag_events": status.lag_events,
                 "published": status.published,
+                "dead_lettered": status.dead_lettered,
                 "updated_at": None
                 if status.updated_at is None
                 else to_jsonable_python(status.updated_at),
@@ -98,7 +102,8 @@ def relay_status(as_json: JsonOption = False) -> None:
         )
         return
     table = Table(box=box.SIMPLE)
-    for column in ("topic", "position", "log head", "lag (events)", "published", "updated"):
+    columns = ("topic", "position", "log head", "lag (events)", "published", "dead-lettered")
+    for column in (*columns, "updated"):
         table.add_column(column)
     table.add_row(
         status.topic,
@@ -106,6 +111,7 @@ def relay_status(as_json: JsonOption = False) -> None:
         str(status.head.position),
         str(status.lag_events),
         str(status.published),
+        str(status.dead_lettered),
         "never" if status.updated_at is None else _seconds(status.updated_at),
     )
     _console().print(table)

@@ -14,8 +14,9 @@ from pydantic_core import to_jsonable_python
 from sessionstore.adapters.storage.chain import Checkpoint
 from sessionstore.domain.ports import RecordedEvent
 from sessionstore.domain.session import Session
-from sessionstore.projections.base import ProjectionStatus
+from sessionstore.projections.base import ProjectionStatus, Quarantined
 from sessionstore.projections.expiry import ExpiryReport
+from sessionstore.projections.quarantine import RetryResult
 from sessionstore.projections.queries import CleanupCandidates
 
 
@@ -59,6 +60,33 @@ def _status_json(s: ProjectionStatus) -> dict[str, Any]:
         "head": s.head.position,
         "lag": s.lag_events,
         "feed": s.feed,
+        "quarantined": s.quarantined,
+    }
+
+
+def _quarantined_json(q: Quarantined) -> dict[str, Any]:
+    return {
+        "projection": q.projection,
+        "generation": q.generation,
+        "event_id": str(q.event_id),
+        "session_id": str(q.session_id),
+        "version": q.version,
+        "position": q.position,
+        "tx": q.tx,
+        "type": q.topic,
+        "error": q.error,
+        "held_behind": None if q.held_behind is None else str(q.held_behind),
+        "quarantined_at": None if q.quarantined_at is None else _jsonable(q.quarantined_at),
+    }
+
+
+def _retry_json(r: RetryResult) -> dict[str, Any]:
+    return {
+        "projection": r.projection,
+        "generation": r.generation,
+        "released": r.released,
+        "remaining": r.remaining,
+        "failing": [_quarantined_json(q) for q in r.failing],
     }
 
 

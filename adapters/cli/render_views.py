@@ -13,8 +13,9 @@ from rich.text import Text
 
 from sessionstore.adapters.cli.render import _ms, _seconds, _time
 from sessionstore.domain.ports import EventLog
-from sessionstore.projections.base import Projection, ProjectionStatus, ViewStore
+from sessionstore.projections.base import Projection, ProjectionStatus, Quarantined, ViewStore
 from sessionstore.projections.expiry import ExpiryReport
+from sessionstore.projections.quarantine import RetryResult
 from sessionstore.projections.queries import (
     AgentMetrics,
     CleanupCandidate,
@@ -28,7 +29,14 @@ from sessionstore.projections.runner import ProjectionRunner
 def status_table(statuses: Sequence[ProjectionStatus]) -> Table:
     table = Table(title="Projections", title_justify="left", box=box.SIMPLE_HEAD)
     kafka = any(s.feed == "kafka" for s in statuses)
-    headers = ("projection", "generation", "position", "head", "lag") + (("feed",) if kafka else ())
+    # The quarantine column only when a view holds events in quarantine, so the healthy table
+    # stays as it always was.
+    quarantine = any(s.quarantined for s in statuses)
+    headers = (
+        ("projection", "generation", "position", "head", "lag")
+        + (("quarantined",) if quarantine else ())
+        + (("feed",) if kafka else ())
+    )
     for header in headers:
         table.add_column(header, justify="left" if header in {"projection", "feed"} else "right")
     for s in statuses:
@@ -37,7 +45,58 @@ def status_table(statuses: Sequence[ProjectionStatus]) -> Table:
         else:
             lag = Text(str(s.lag_events), style="green" if s.lag_events == 0 else "yellow")
         row: list[str | Text] = [s.name, str(s.generation), str(s.cursor.position)]
-        table.add_row(*row, str(s.head.position), lag, *((s.feed,) if kafka else ()))
+        row += [str(s.head.position), lag]
+        if quarantine:
+            row.append(Text(str(s.quarantined), style="red" if s.quarantined else "green"))
+        table.add_row(*row, *((s.feed,) if kafka else ()))
+    return table
+
+
+def quarantine_note(statuses: Sequence[ProjectionStatus]) -> str | None:
+    """One line saying which views hold quarantined events and what to run, or None."""
+    held = [s for s in statuses if s.quarantined]
+    if not held:
+        return None
+    listed = ", ".join(f"{s.name} {s.quarantined}" for s in held)
+    return (
+        f"quarantined events (not applied; their sessions are held in those views): {listed}; "
+        "see `sessionstore projections quarantine list`"
+    )
+
+
+def quarantine_table(rows: Sequence[Quarantined]) -> Table:
+    table = Table(
+        title=f"Quarantined events ({len(rows)})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+    )
+    for header in ("projection", "gen", "position", "session", "ver", "type", "since (UTC)"):
+        right = header in {"gen", "position", "ver"}
+        table.add_column(header, no_wrap=True, justify="right" if right else "left")
+    table.add_column("error", overflow="fold")
+    for q in rows:
+        error = Text(q.error, style="red") if q.held_behind is None else Text(q.error, style="dim")
+        table.add_row(
+            q.projection,
+            str(q.generation),
+            str(q.position),
+            str(q.session_id),
+            str(q.version),
+            q.topic,
+            _seconds(q.quarantined_at) if q.quarantined_at else "-",
+            error,
+        )
+    return table
+
+
+def retry_table(results: Sequence[RetryResult]) -> Table:
+    table = Table(title="Quarantine retry", title_justify="left", box=box.SIMPLE_HEAD)
+    for header in ("projection", "generation", "released", "remaining"):
+        table.add_column(header, justify="left" if header == "projection" else "right")
+    for r in results:
+        remaining = Text(str(r.remaining), style="red" if r.remaining else "green")
+        table.add_row(r.projection, str(r.generation), str(r.released), remaining)
     return table
 
 

@@ -55,6 +55,13 @@ class Metrics:
             ["projection"],
             registry=self.registry,
         )
+        self.quarantined = Gauge(
+            "sessionstore_projection_quarantined_events",
+            "Events the projection could not apply and holds in quarantine (with the later "
+            "events of their sessions)",
+            ["projection"],
+            registry=self.registry,
+        )
         self.head = Gauge(
             "sessionstore_log_head_position",
             "Position of the last event in the log",

@@ -32,6 +32,7 @@ STATUS_OF: Mapping[str, int] = {
     "invalid-input": 422,
     "payload-too-large": 422,
     "storage-error": 503,
+    "storage-rejected": 422,  # the same value would be refused again: not worth a retry
     "schema-not-ready": 503,
     "stream-version-taken": 409,
     "projection-conflict": 409,
@@ -67,6 +68,7 @@ TITLES: Mapping[str, str] = {
     "invalid-input": "Invalid input",
     "payload-too-large": "Field too large",
     "storage-error": "Storage unavailable",
+    "storage-rejected": "Value refused by the database",
     "schema-not-ready": "Database schema not ready",
     "stream-version-taken": "Version already taken",
     "projection-conflict": "Projection advanced concurrently",

@@ -162,6 +162,12 @@ class ProjectionOut(BaseModel):
         description="Where the view's events come from; a Kafka-fed view's lag is its consumer "
         "group's (`sessionstore projections status --kafka`), not lag_events"
     )
+    quarantined: int = Field(
+        0,
+        description="Events this view could not apply and holds in quarantine (with the later "
+        "events of their sessions, which wait behind them); see `sessionstore projections "
+        "quarantine list`",
+    )
 
 
 class RebuildOut(BaseModel):
@@ -171,5 +177,9 @@ class RebuildOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok", "ready"]
+    status: Literal["ok", "ready", "degraded"] = Field(
+        description="degraded: ready, but some views hold quarantined events (their sessions are "
+        "held there; every other session is served); `reason` says which and what to run"
+    )
     checks: dict[str, str] = Field(default_factory=dict)
+    reason: str | None = Field(None, description="Why the status is degraded")

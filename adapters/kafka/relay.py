@@ -8,6 +8,10 @@ so there is no dual write. If the relay dies between the acknowledgement and sav
 position it publishes those events again on restart (consumers deduplicate by event id /
 session version). If the brokers are unreachable it backs off (exponentially, with jitter, up to
 ``max_backoff``) and retries from the saved position, reporting its lag; it never skips events.
+
+An event it cannot publish for a reason that is about the event itself (its stored row cannot be
+decoded, or it cannot be encoded as a message) goes to the dead-letter topic instead, with the
+reason in its headers, and the relay moves past it: one bad row never stops the topic.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from sessionstore.adapters.kafka.messages import encode
+from sessionstore.adapters.kafka.dead_letters import RelayDeadLetter, dead_letter_of, ids_of
+from sessionstore.adapters.kafka.messages import Message, encode
 from sessionstore.adapters.settings import Settings
 from sessionstore.adapters.storage.sql.log import SQLRunner
-from sessionstore.domain.errors import BrokerUnavailable, SessionStoreError
-from sessionstore.domain.ports import LOG_START, EventLog, LogCursor
+from sessionstore.domain.errors import BrokerUnavailable, SessionStoreError, UndecodableEvent
+from sessionstore.domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent
 from sessionstore.projections.runner import Waiter
 
 log = logging.getLogger("sessionstore.relay")
@@ -43,6 +48,8 @@ class RelayPosition:
     """Events acknowledged by the brokers since the relay started on this topic (counting
     re-publications after a crash)."""
     updated_at: datetime | None
+    dead_lettered: int = 0
+    """Events sent to the dead-letter topic instead (rows it could not decode or encode)."""
 
 
 class RelayPositionMoved(SessionStoreError):
@@ -71,19 +78,25 @@ class RelayPositions:
                 return self._memory.get(topic, RelayPosition(topic, LOG_START, 0, None))
         p = self._db.placeholder
         rows = self._db._raw(
-            f"SELECT tx, position, published, updated_at FROM relay_positions WHERE topic = {p}",
+            "SELECT tx, position, published, updated_at, dead_lettered FROM relay_positions "
+            f"WHERE topic = {p}",
             [topic],
         )
         if not rows:
             return RelayPosition(topic, LOG_START, 0, None)
-        tx, position, published, updated = rows[0]
+        tx, position, published, updated, dead = rows[0]
         when = datetime.fromisoformat(updated) if isinstance(updated, str) else updated
-        return RelayPosition(topic, LogCursor(int(tx), int(position)), int(published), when)
+        cursor = LogCursor(int(tx), int(position))
+        return RelayPosition(topic, cursor, int(published), when, int(dead))
 
-    def advance(self, old: RelayPosition, cursor: LogCursor, events: int) -> RelayPosition:
+    def advance(
+        self, old: RelayPosition, cursor: LogCursor, events: int, dead_lettered: int = 0
+    ) -> RelayPosition:
         """Move from ``old`` to ``cursor`` (compare-and-set: RelayPositionMoved if another
-        relay moved it first)."""
-        new = RelayPosition(old.topic, cursor, old.published + events, None)
+        relay moved it first), counting ``events`` published and ``dead_lettered``."""
+        new = RelayPosition(
+            old.topic, cursor, old.published + events, None, old.dead_lettered + dead_lettered
+        )
         if self._db is None:
             with self._lock:
                 current = self._memory.get(old.topic, RelayPosition(old.topic, LOG_START, 0, None))
@@ -100,12 +113,13 @@ class RelayPositions:
             )
         rows = self._db._write_returning(
             f"UPDATE relay_positions SET tx = {p}, position = {p}, published = published + {p}, "
-            f"updated_at = {p} WHERE topic = {p} AND tx = {p} AND position = {p} "
-            "RETURNING topic",
+            f"dead_lettered = dead_lettered + {p}, updated_at = {p} "
+            f"WHERE topic = {p} AND tx = {p} AND position = {p} RETURNING topic",
             [
                 cursor.tx,
                 cursor.position,
                 events,
+                dead_lettered,
                 datetime.now(UTC).isoformat(),
                 old.topic,
                 old.cursor.tx,
@@ -203,6 +217,7 @@ class RelayStatus:
     lag_events: int
     published: int
     updated_at: datetime | None
+    dead_lettered: int = 0
 
 
 class Relay:
@@ -228,6 +243,9 @@ class Relay:
         self._factory = producer_factory or (lambda: open_producer(settings))
         self._producer: Producer | None = None
         self._topic_checked = False
+        self._dead_letter_topic_checked = False
+        self.dead_letters: list[RelayDeadLetter] = []
+        """What this relay dead-lettered (since it was made), oldest first."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -242,6 +260,7 @@ class Relay:
             lag_events=self.log.count_after(position.cursor),
             published=position.published,
             updated_at=position.updated_at,
+            dead_lettered=position.dead_lettered,
         )
 
     def connect(self) -> None:
@@ -266,6 +285,7 @@ class Relay:
         """After a failure: start over with a new producer (and re-check the topic)."""
         producer, self._producer = self._producer, None
         self._topic_checked = False
+        self._dead_letter_topic_checked = False
         if producer is not None:
             try:
                 producer.close(timeout=0)
@@ -273,24 +293,39 @@ class Relay:
                 log.debug("closing the producer failed: %s", e)
 
     def step(self) -> int:
-        """Publish one batch; returns how many events were acknowledged (0: nothing new).
+        """Publish one batch; returns how many events it moved past (0: nothing new).
 
         BrokerUnavailable if the brokers did not acknowledge the whole batch (the position
-        has not moved; the next step sends the batch again)."""
+        has not moved; the next step sends the batch again). An event that cannot be published
+        because of what it is goes to the dead-letter topic, acknowledged like the others."""
         position = self.positions.get(self.topic)
-        events = self.log.read_log(position.cursor, limit=self.batch_size)
-        if not events:
+        items: list[RecordedEvent | UndecodableEvent]
+        try:
+            items = list(self.log.read_log(position.cursor, limit=self.batch_size))
+        except UndecodableEvent as e:
+            items = [*e.decoded, e]
+        if not items:
             return 0
+        messages: list[Message] = []
+        dead: list[tuple[RecordedEvent | UndecodableEvent, str]] = []
+        for item in items:
+            if isinstance(item, UndecodableEvent):
+                dead.append((item, f"the stored row cannot be decoded: {item.reason}"))
+                continue
+            try:
+                messages.append(encode(item))
+            except Exception as e:  # noqa: BLE001 - anything encode raises is about this event
+                dead.append((item, f"the event cannot be encoded as a message: {e!r}"))
         try:
             producer = self._connect()
-            futures = []
-            for recorded in events:
-                message = encode(recorded)
-                futures.append(
-                    producer.send(
-                        self.topic, key=message.key, value=message.value, headers=message.headers
-                    )
-                )
+            futures = [
+                producer.send(self.topic, key=m.key, value=m.value, headers=m.headers)
+                for m in messages
+            ]
+            records: list[RelayDeadLetter] = []
+            if dead:
+                sent, records = self._send_dead_letters(producer, dead)
+                futures += sent
             producer.flush(timeout=self.settings.kafka_timeout_seconds * 4)
             for future in futures:
                 if not future.is_done:
@@ -306,8 +341,36 @@ class Relay:
                 raise
             self._drop_producer()
             raise BrokerUnavailable(self.bootstrap_servers, str(e)) from e
-        self.positions.advance(position, events[-1].cursor, len(events))
-        return len(events)
+        self.positions.advance(position, items[-1].cursor, len(messages), len(dead))
+        self.dead_letters.extend(records)
+        return len(items)
+
+    def _send_dead_letters(
+        self, producer: Producer, dead: list[tuple[RecordedEvent | UndecodableEvent, str]]
+    ) -> tuple[list[Any], list[RelayDeadLetter]]:
+        topic = self.settings.kafka_dead_letter_topic
+        if not self._dead_letter_topic_checked:
+            if ensure_topic(self.settings, topic):
+                log.info("created topic %s", topic)
+            self._dead_letter_topic_checked = True
+        futures, records = [], []
+        for item, reason in dead:
+            message = dead_letter_of(item, reason, self.topic)
+            event_id, session_id = ids_of(item)
+            log.error(
+                "cannot publish event %s (session %s, position %d) to %s; sent to %s: %s",
+                event_id,
+                session_id,
+                item.cursor.position,
+                self.topic,
+                topic,
+                reason,
+            )
+            futures.append(
+                producer.send(topic, key=message.key, value=message.value, headers=message.headers)
+            )
+            records.append(RelayDeadLetter(event_id, session_id, item.cursor.position, reason))
+        return futures, records
 
     def catch_up(self, stop: threading.Event | None = None) -> int:
         """Publish everything the log has now (BrokerUnavailable stops it)."""

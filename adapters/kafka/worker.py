@@ -43,6 +43,8 @@ class WorkerStats:
     duplicates: int = 0
     healed: int = 0
     dead_lettered: int = 0
+    quarantined: int = 0
+    """Events the views could not apply (or that wait behind one): quarantined, not retried."""
     partitions: set[int] = field(default_factory=set)
 
 
@@ -205,6 +207,7 @@ class KafkaProjectionWorker:
         self.stats.applied += result.applied
         self.stats.duplicates += result.duplicates
         self.stats.healed += result.healed
+        self.stats.quarantined += result.quarantined
         self.stats.dead_lettered += bad
         return received
 

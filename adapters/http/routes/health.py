@@ -13,21 +13,30 @@ from sessionstore.adapters.http.errors import HTTPProblem, problem_responses
 from sessionstore.adapters.http.schemas import HealthOut
 from sessionstore.domain.errors import StorageError
 from sessionstore.events.codec import CodecError
+from sessionstore.projections.base import ProjectionStatus
 
 logger = logging.getLogger("sessionstore.http")
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=HealthOut)
+@router.get("/healthz", response_model=HealthOut, response_model_exclude_none=True)
 def healthz() -> HealthOut:
     """The process is up (no dependencies checked)."""
     return HealthOut(status="ok")
 
 
-@router.get("/readyz", response_model=HealthOut, responses=problem_responses(503))
+@router.get(
+    "/readyz",
+    response_model=HealthOut,
+    response_model_exclude_none=True,
+    responses=problem_responses(503),
+)
 def readyz(ctx: Ctx) -> HealthOut:
-    """Ready: the database answers and no view is stalled (lagging without moving)."""
+    """Ready: the database answers and no view is stalled (lagging without moving).
+
+    Views that hold quarantined events make it ``degraded``, still 200: every other session is
+    served, and restarting or removing the process would not release them (docs/http.md)."""
     statuses = ctx.runner().status()  # reads the log head: StorageError → 503
     now = time.monotonic()
     stalled = []
@@ -47,7 +56,23 @@ def readyz(ctx: Ctx) -> HealthOut:
             "`sessionstore projections run` running?",
             context={"stalled": stalled},
         )
-    return HealthOut(status="ready", checks={"database": "ok", **{s.name: "ok" for s in statuses}})
+    held = [s for s in statuses if s.quarantined]
+    checks = {"database": "ok", **{s.name: _check(s) for s in statuses}}
+    if held:
+        listed = ", ".join(f"{s.name} {s.quarantined}" for s in held)
+        reason = (
+            f"views hold quarantined events (their sessions are held there, every other "
+            f"session is served): {listed}; inspect with `sessionstore projections quarantine "
+            "list`, apply after a fix with `sessionstore projections quarantine retry`"
+        )
+        return HealthOut(status="degraded", checks=checks, reason=reason)
+    return HealthOut(status="ready", checks=checks)
+
+
+def _check(status: ProjectionStatus) -> str:
+    if status.quarantined:
+        return f"degraded: {status.quarantined} quarantined events"
+    return "ok"
 
 
 @router.get(
@@ -56,7 +81,8 @@ def readyz(ctx: Ctx) -> HealthOut:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
 def prometheus_metrics(ctx: Ctx) -> Response:
-    """Prometheus metrics: appends (rate, latency, conflicts), HTTP requests, projection lag."""
+    """Prometheus metrics: appends (rate, latency, conflicts), HTTP requests, projection lag and
+    quarantined events."""
     try:
         statuses = ctx.runner().status()
     except (StorageError, CodecError):
@@ -65,6 +91,7 @@ def prometheus_metrics(ctx: Ctx) -> Response:
         for s in statuses:
             ctx.metrics.lag.labels(s.name).set(s.lag_events)
             ctx.metrics.position.labels(s.name).set(s.cursor.position)
+            ctx.metrics.quarantined.labels(s.name).set(s.quarantined)
         if statuses:
             ctx.metrics.head.set(statuses[0].head.position)
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -25,6 +25,7 @@ def _projection_out(status: ProjectionStatus) -> ProjectionOut:
         lag_events=status.lag_events,
         building=status.building,
         feed=status.feed,
+        quarantined=status.quarantined,
     )
 
 

@@ -10,7 +10,13 @@ from uuid import UUID
 
 from sessionstore.adapters.storage.chain import GENESIS, Checkpoint
 from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
-from sessionstore.adapters.storage.sql.log import _uuid, appended, chain_hashes, encode_batch
+from sessionstore.adapters.storage.sql.log import (
+    _uuid,
+    appended,
+    chain_hashes,
+    encode_batch,
+    undecodable,
+)
 from sessionstore.domain.errors import StreamVersionTaken
 from sessionstore.domain.ports import (
     LOG_START,
@@ -96,7 +102,18 @@ class MemoryEventLog:
     def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
         with self._lock:
             rows = self._log[after.position : after.position + limit]
-        return [self._recorded(row) for row in rows]
+        return self._decoded(rows)
+
+    def append_stored(self, stored: SessionStoredEvent, *, tenant_id: str) -> int:
+        """Write one row as given, behind the domain's back and without any check (as an
+        import, an older version or a hand-made fix could have): for tests of how readers
+        cope with rows they cannot decode or apply. Returns its position."""
+        with self._lock:
+            stream = self._streams.setdefault(_uuid(stored.originator_id), [])
+            row = _Row(stored, tenant_id, len(self._log) + 1, datetime.now(UTC), b"")
+            self._log.append(row)
+            stream.append(row)
+            return row.position
 
     def head(self) -> LogCursor:
         with self._lock:
@@ -179,6 +196,21 @@ class MemoryEventLog:
         request_hash, session_id, first, last = self._keys[key]
         position = self._streams[session_id][last - 1].position
         return StoredIdempotency(key, session_id, request_hash, first, last, position)
+
+    def _decoded(self, rows: Sequence[_Row]) -> list[RecordedEvent]:
+        """Rows decoded in order; UndecodableEvent (with the rows before it) for a bad one."""
+        out: list[RecordedEvent] = []
+        for row in rows:
+            try:
+                out.append(self._recorded(row))
+            except Exception as e:  # any failure to decode a row is reported
+                s = row.stored
+                raise undecodable(
+                    out, e, cursor=LogCursor(0, row.position), session_id=s.originator_id,
+                    version=s.originator_version, event_id=s.event_id, topic=s.topic,
+                    tenant_id=row.tenant_id, class_version=s.class_version, state=s.state,
+                ) from e  # fmt: skip
+        return out
 
     def _recorded(self, row: _Row) -> RecordedEvent:
         return RecordedEvent(

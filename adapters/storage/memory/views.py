@@ -6,6 +6,8 @@ import copy
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 from uuid import UUID
 
 from sessionstore.domain.errors import ProjectionConflict, StorageError
@@ -15,6 +17,7 @@ from sessionstore.projections.base import (
     Batch,
     Key,
     Projection,
+    Quarantined,
     Row,
     Table,
     Tracking,
@@ -27,10 +30,11 @@ class MemoryViewStore:
         self._lock = threading.Lock()
         self._active: dict[str, int] = {}
         self._latest: dict[str, int] = {}
-        self._tracking: dict[tuple[str, int], LogCursor] = {}
+        self._tracking: dict[tuple[str, int], Tracking] = {}
         self._rows: dict[tuple[str, int, str], dict[Key, Row]] = {}
         self._fingerprints: dict[str, str] = {}
         self._applied: dict[tuple[str, int], dict[UUID, int]] = {}
+        self._quarantine: dict[tuple[str, int], dict[UUID, Quarantined]] = {}
         self._feed_lock = threading.Lock()
 
     def fingerprint(self, name: str) -> str:
@@ -64,24 +68,35 @@ class MemoryViewStore:
                 for table in projection.tables:
                     self._rows.pop((projection.name, old, table.name), None)
                 self._applied.pop((projection.name, old), None)
+                self._quarantine.pop((projection.name, old), None)
 
     def _new_generation(self, projection: Projection) -> int:
         generation = self._latest.get(projection.name, 0) + 1
         self._latest[projection.name] = generation
-        self._tracking[(projection.name, generation)] = LOG_START
+        self._tracking[(projection.name, generation)] = Tracking(
+            projection.name, generation, LOG_START
+        )
+        self._quarantine.pop((projection.name, generation), None)
         for table in projection.tables:
             self._rows[(projection.name, generation, table.name)] = {}
         return generation
 
     # -- rows and tracking ------------------------------------------------------------------------
 
-    def positions(self, names: Sequence[str]) -> dict[str, tuple[int, LogCursor]]:
+    def positions(self, names: Sequence[str]) -> dict[str, Tracking]:
         with self._lock:
-            return {n: (self._active[n], self._tracking[(n, self._active[n])]) for n in names}
+            return {n: self._tracking_of(n, self._active[n]) for n in names}
 
     def tracking(self, name: str, generation: int) -> LogCursor:
+        return self.tracking_of(name, generation).cursor
+
+    def tracking_of(self, name: str, generation: int) -> Tracking:
         with self._lock:
-            return self._tracking[(name, generation)]
+            return self._tracking_of(name, generation)
+
+    def _tracking_of(self, name: str, generation: int) -> Tracking:
+        found = self._tracking.get((name, generation), Tracking(name, generation, LOG_START))
+        return replace(found, holds=bool(self._quarantine.get((name, generation))))
 
     def load(
         self, projection: str, generation: int, table: Table, keys: Sequence[Key]
@@ -110,11 +125,16 @@ class MemoryViewStore:
         writes: Sequence[tuple[Projection, int, Batch]],
         moves: Sequence[tuple[Tracking, LogCursor]],
         applied: Sequence[Applied] = (),
+        quarantined: Sequence[Quarantined] = (),
+        released: Sequence[Quarantined] = (),
     ) -> None:
         with self._lock:
             for old, _new in moves:
-                if self._tracking[(old.projection, old.generation)] != old.cursor:
+                if self._tracking.get((old.projection, old.generation)) != old:
                     raise ProjectionConflict(old.projection, old.generation)
+            for q in released:
+                if q.event_id not in self._quarantine.get((q.projection, q.generation), {}):
+                    raise ProjectionConflict(q.projection, q.generation)
             # Every table is looked up before anything is written: all or nothing.
             targets = [
                 (table, self._table(projection.name, generation, table.name), batch)
@@ -132,9 +152,49 @@ class MemoryViewStore:
                 for key, row in changes.upserts.items():
                     stored[key] = copy.deepcopy(row)
             for old, new in moves:
-                self._tracking[(old.projection, old.generation)] = new
+                self._tracking[(old.projection, old.generation)] = old.moved(new)
             for a in applied:
                 self._applied.setdefault((a.projection, a.generation), {})[a.session_id] = a.version
+            for q in released:
+                self._quarantine[(q.projection, q.generation)].pop(q.event_id, None)
+            now = datetime.now(UTC)
+            for q in quarantined:
+                held = self._quarantine.setdefault((q.projection, q.generation), {})
+                first = held.get(q.event_id)
+                held[q.event_id] = replace(
+                    q, quarantined_at=now if first is None else first.quarantined_at
+                )
+
+    def held(
+        self, generations: Mapping[str, int], session_ids: Sequence[UUID]
+    ) -> dict[str, dict[UUID, UUID]]:
+        wanted = set(session_ids)
+        with self._lock:
+            return {
+                name: {
+                    q.session_id: q.event_id
+                    for q in self._quarantine.get((name, generation), {}).values()
+                    if q.held_behind is None and q.session_id in wanted
+                }
+                for name, generation in generations.items()
+            }
+
+    def quarantined(
+        self, projection: str | None = None, session_id: UUID | None = None
+    ) -> list[Quarantined]:
+        with self._lock:
+            rows = [
+                q
+                for (name, _), held in self._quarantine.items()
+                if projection is None or name == projection
+                for q in held.values()
+                if session_id is None or q.session_id == session_id
+            ]
+        return sorted(rows, key=lambda q: (q.projection, q.generation, q.tx, q.position))
+
+    def quarantine_counts(self, names: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            return {n: len(self._quarantine.get((n, self._active[n]), {})) for n in names}
 
     def applied_versions(
         self, generations: Mapping[str, int], session_ids: Sequence[UUID]

@@ -36,8 +36,15 @@ from sessionstore.adapters.storage.sql.log import (
     appended,
     chain_hashes,
     encode_batch,
+    undecodable,
 )
-from sessionstore.domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
+from sessionstore.domain.errors import (
+    SchemaNotReady,
+    StorageError,
+    StorageRejected,
+    StreamVersionTaken,
+    UndecodableEvent,
+)
 from sessionstore.domain.ports import (
     LOG_START,
     AppendResult,
@@ -128,6 +135,29 @@ WHERE (tx, position) > (%s::text::xid8, %s)
 ORDER BY tx, position
 LIMIT %s
 """
+
+
+REJECTED_CLASSES = ("22", "54")
+"""SQLSTATE classes that refuse a value, not fail: 22 data exception (numeric_value_out_of_range,
+character_not_in_repertoire, untranslatable_character, datetime_field_overflow, ...) and 54
+program limit exceeded (a value too big for an index row or a jsonb)."""
+
+
+def rejected(error: BaseException) -> bool:
+    """Whether PostgreSQL (or psycopg, before sending) refused a value as invalid data: the
+    same write fails again, so it is not a transient failure. psycopg raises DataError itself
+    for text with a NUL character; the library wraps psycopg's errors with the original as
+    the cause."""
+    found: BaseException | None = error
+    for _ in range(3):  # the error itself, the library's cause, its cause
+        if found is None:
+            return False
+        if isinstance(found, psycopg.DataError | es.DataError):
+            return True
+        if isinstance(found, psycopg.Error) and (found.sqlstate or "")[:2] in REJECTED_CLASSES:
+            return True
+        found = found.__cause__
+    return False
 
 
 class SessionStoreDatastore(PostgresDatastore):
@@ -285,7 +315,7 @@ class PostgresEventLog(SQLEventLog):
         return appended(session_id, stored, positions)
 
     def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
-        return self._select(_READ_LOG, [str(after.tx), after.position, limit])
+        return self._select(_READ_LOG, [str(after.tx), after.position, limit], report=True)
 
     def head(self) -> LogCursor:
         row = self._one(
@@ -387,7 +417,9 @@ class PostgresEventLog(SQLEventLog):
             bytes(state), position, tx, None if hash_ is None else bytes(hash_),
         )  # fmt: skip
 
-    def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
+    def _select(
+        self, query: str, params: Sequence[Any], *, report: bool = False
+    ) -> list[RecordedEvent]:
         # Binary results: uuid, timestamptz and bytea load in C without text parsing (~20 %
         # faster reads of the log, which rebuilds and catch-ups are bound by).
         with (
@@ -396,7 +428,18 @@ class PostgresEventLog(SQLEventLog):
             conn.cursor(row_factory=tuple_row, binary=True) as cur,
         ):
             rows = cur.execute(query, params, prepare=True).fetchall()
-        return [self._recorded(row) for row in rows]
+        return self._decoded(rows, report=report)
+
+    def _undecodable(
+        self, row: Any, decoded: list[RecordedEvent], error: Exception
+    ) -> UndecodableEvent:
+        (position, tx, session_id, version, event_id, topic, class_version, tenant_id,
+         _occurred, _recorded, state) = row  # fmt: skip
+        return undecodable(
+            decoded, error, cursor=LogCursor(int(tx), int(position)), session_id=session_id,
+            version=version, event_id=event_id, topic=topic, tenant_id=tenant_id,
+            class_version=class_version, state=state,
+        )  # fmt: skip
 
     def _recorded(self, row: TupleRow) -> RecordedEvent:
         (position, tx, session_id, version, event_id, topic, class_version, tenant_id,
@@ -436,7 +479,8 @@ class PostgresEventLog(SQLEventLog):
             if isinstance(e.__cause__, psycopg.errors.UndefinedTable):
                 raise SchemaNotReady(f"{self.where}: {e}") from e
             raise StorageError(f"{self.where}: {e}") from e
-        except es.PersistenceError as e:
-            raise StorageError(f"{self.where}: database error: {e}") from e
-        except psycopg.Error as e:  # errors raised outside the datastore's own choke point
+        except (es.PersistenceError, psycopg.Error) as e:
+            # psycopg errors raised outside the datastore's own choke point land here too
+            if rejected(e):
+                raise StorageRejected(f"{self.where}: value rejected: {e}") from e
             raise StorageError(f"{self.where}: database error: {e}") from e

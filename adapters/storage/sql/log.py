@@ -13,7 +13,7 @@ from uuid import UUID
 
 from sessionstore.adapters.storage.chain import GENESIS, Checkpoint, chain_of, event_digest, link
 from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
-from sessionstore.domain.errors import StorageError
+from sessionstore.domain.errors import StorageError, UndecodableEvent
 from sessionstore.domain.ports import (
     LOG_START,
     AppendResult,
@@ -24,6 +24,7 @@ from sessionstore.domain.ports import (
     StoredRow,
 )
 from sessionstore.events.catalogue import SessionEvent
+from sessionstore.events.codec import CodecError
 
 
 def encode_batch(
@@ -59,6 +60,54 @@ def chain_hashes(
 
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
+
+
+NIL = UUID(int=0)
+
+
+def _uuid_or_nil(value: object) -> UUID:
+    """A stored id for an error report: never fails (the nil UUID stands for an unreadable one)."""
+    try:
+        return value if isinstance(value, UUID) else UUID(str(value))
+    except ValueError:
+        return NIL
+
+
+def _int_or_zero(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload, no-any-return]
+    except (TypeError, ValueError):
+        return 0
+
+
+def undecodable(
+    decoded: list[RecordedEvent],
+    error: Exception,
+    *,
+    cursor: LogCursor,
+    session_id: object,
+    version: object,
+    event_id: object,
+    topic: object,
+    tenant_id: object = "",
+    class_version: object = 0,
+    state: object = b"",
+) -> UndecodableEvent:
+    """The UndecodableEvent for a stored row that failed to decode with ``error``; the fields
+    are read defensively (the row may be damaged anywhere)."""
+    reason = str(error) if isinstance(error, CodecError) else f"{type(error).__name__}: {error}"
+    return UndecodableEvent(
+        decoded=decoded,
+        cursor=cursor,
+        session_id=_uuid_or_nil(session_id),
+        version=_int_or_zero(version),
+        event_id=_uuid_or_nil(event_id),
+        topic=str(topic),
+        reason=reason,
+        tenant_id=str(tenant_id),
+        class_version=_int_or_zero(class_version),
+        state=bytes(state) if isinstance(state, bytes | bytearray | memoryview) else b"",
+    )
 
 
 class LastHashes:
@@ -114,7 +163,10 @@ class SQLEventLog(ABC):
     mapper: SessionEventMapper
 
     @abstractmethod
-    def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]: ...
+    def _select(
+        self, query: str, params: Sequence[Any], *, report: bool = False
+    ) -> list[RecordedEvent]:
+        """Run a SELECT of ``columns`` and decode the rows (``_decoded``)."""
 
     @abstractmethod
     def _session_param(self, session_id: UUID) -> object: ...
@@ -136,6 +188,31 @@ class SQLEventLog(ABC):
 
     @abstractmethod
     def _stored_row(self, row: Sequence[Any]) -> StoredRow: ...
+
+    @abstractmethod
+    def _recorded(self, row: Any) -> RecordedEvent:
+        """Decode one row of ``columns`` into an event (raises if the row is undecodable)."""
+
+    @abstractmethod
+    def _undecodable(
+        self, row: Any, decoded: list[RecordedEvent], error: Exception
+    ) -> UndecodableEvent:
+        """The error for a row of ``columns`` that ``_recorded`` could not decode."""
+
+    def _decoded(self, rows: Sequence[Any], *, report: bool) -> list[RecordedEvent]:
+        """Rows of ``columns`` decoded in order. With ``report`` (the global log's readers), a
+        row that cannot be decoded raises UndecodableEvent carrying the rows before it, so a
+        reader can go on up to it; any exception counts, since the row's bytes may be damaged
+        in ways no codec names. Without it the decoding error itself propagates."""
+        if not report:
+            return [self._recorded(row) for row in rows]
+        out: list[RecordedEvent] = []
+        for row in rows:
+            try:
+                out.append(self._recorded(row))
+            except Exception as e:  # see the docstring
+                raise self._undecodable(row, out, e) from e
+        return out
 
     stored_columns: ClassVar[str]
     log_order: ClassVar[str]

@@ -15,7 +15,10 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
-from sessionstore.domain.errors import ProjectionConflict, UnknownProjection
+import orjson
+
+from sessionstore.adapters.storage.sql.quarantine import SQLQuarantine
+from sessionstore.domain.errors import ProjectionConflict, StorageRejected, UnknownProjection
 from sessionstore.domain.ports import LOG_START, LogCursor
 from sessionstore.projections.base import (
     Applied,
@@ -23,6 +26,7 @@ from sessionstore.projections.base import (
     ColumnType,
     Key,
     Projection,
+    Quarantined,
     Row,
     Table,
     Tracking,
@@ -59,7 +63,7 @@ def checked(name: str) -> str:
     return name
 
 
-class SQLViewStore(ABC):
+class SQLViewStore(SQLQuarantine, ABC):
     """ViewStore on a SQL database. Subclasses give the dialect."""
 
     placeholder: ClassVar[str]
@@ -136,9 +140,9 @@ class SQLViewStore(ABC):
         self._forget_generation(cur, projection.name, generation)
 
     def _forget_generation(self, cur: Cursor, name: str, generation: int) -> None:
-        """Remove a generation's tracking row and Kafka-fed versions."""
+        """Remove a generation's tracking row, Kafka-fed versions and quarantine."""
         p = self.placeholder
-        for table in ("projection_tracking", "projection_applied"):
+        for table in ("projection_tracking", "projection_applied", "projection_quarantine"):
             cur.execute(f"DELETE FROM {table} WHERE name = {p} AND generation = {p}",
                         (name, generation))  # fmt: skip
 
@@ -231,33 +235,37 @@ class SQLViewStore(ABC):
             if old != generation:
                 self._drop_generation(cur, projection, old)
 
-    def positions(self, names: Sequence[str]) -> dict[str, tuple[int, LogCursor]]:
+    def positions(self, names: Sequence[str]) -> dict[str, Tracking]:
         marks = ", ".join(self.placeholder for _ in names)
         with self._reading() as cur:
             cur.execute(
-                "SELECT p.name, p.active_generation, t.tx, t.position FROM projections p "
+                "SELECT p.name, p.active_generation, t.tx, t.position, t.seq, "
+                f"{_HOLDS.format(generation='p.active_generation')} FROM projections p "
                 "JOIN projection_tracking t "
                 "ON t.name = p.name AND t.generation = p.active_generation "
                 f"WHERE p.name IN ({marks})",
                 list(names),
             )
             rows = cur.fetchall()
-        found = {row[0]: (int(row[1]), LogCursor(int(row[2]), int(row[3]))) for row in rows}
+        found = {row[0]: _tracking(row[0], row[1:]) for row in rows}
         missing = [n for n in names if n not in found]
         if missing:
             raise UnknownProjection(missing[0], sorted(found))
         return found
 
     def tracking(self, name: str, generation: int) -> LogCursor:
+        return self.tracking_of(name, generation).cursor
+
+    def tracking_of(self, name: str, generation: int) -> Tracking:
         p = self.placeholder
         with self._reading() as cur:
             cur.execute(
-                "SELECT tx, position FROM projection_tracking "
-                f"WHERE name = {p} AND generation = {p}",
-                (name, generation),
+                f"SELECT t.generation, t.tx, t.position, t.seq, {_HOLDS.format(generation=p)} "
+                f"FROM projection_tracking t WHERE t.name = {p} AND t.generation = {p}",
+                (generation, name, generation),
             )
             row = cur.fetchone()
-        return LOG_START if row is None else LogCursor(int(row[0]), int(row[1]))
+        return Tracking(name, generation, LOG_START) if row is None else _tracking(name, row)
 
     def load(
         self, projection: str, generation: int, table: Table, keys: Sequence[Key]
@@ -277,49 +285,74 @@ class SQLViewStore(ABC):
         writes: Sequence[tuple[Projection, int, Batch]],
         moves: Sequence[tuple[Tracking, LogCursor]],
         applied: Sequence[Applied] = (),
+        quarantined: Sequence[Quarantined] = (),
+        released: Sequence[Quarantined] = (),
     ) -> None:
-        p = self.placeholder
         inserts = sum(
             len(batch.changes[table.name].inserts)
             for projection, _, batch in writes
             for table in projection.tables
         )
-        with self._write_transaction(inserts) as cur:
-            # Tracking first: it takes the write lock at once, and if another runner moved a
-            # position meanwhile, nothing below is written (the transaction rolls back).
-            for old, new in moves:
-                cur.execute(
-                    f"UPDATE projection_tracking SET tx = {p}, position = {p} "
-                    f"WHERE name = {p} AND generation = {p} AND tx = {p} AND position = {p} "
-                    "RETURNING position",
-                    (new.tx, new.position, old.projection, old.generation, old.cursor.tx,
-                     old.cursor.position),
-                )  # fmt: skip
-                if cur.fetchone() is None:
-                    raise ProjectionConflict(old.projection, old.generation)
-            for projection, generation, batch in writes:
-                for table in projection.tables:
-                    changes = batch.changes[table.name]
-                    name = checked(physical(table.name, generation))
-                    if changes.upserts:
-                        cur.executemany(
-                            self._upsert_sql(table, name),
-                            [self._values(table, row) for row in changes.upserts.values()],
-                        )
-                    if changes.inserts:
-                        self._insert_rows(
-                            cur, table, name, [self._values(table, row) for row in changes.inserts]
-                        )
-            if applied:
-                cur.executemany(
-                    "INSERT INTO projection_applied (name, generation, session_id, version) "
-                    f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (name, generation, session_id) "
-                    "DO UPDATE SET version = excluded.version",
-                    [
-                        (a.projection, a.generation, self._to_db("uuid", a.session_id), a.version)
-                        for a in applied
-                    ],
+        try:
+            with self._write_transaction(inserts) as cur:
+                self._commit(
+                    cur, writes, moves, applied, quarantined=quarantined, released=released
                 )
+        except orjson.JSONEncodeError as e:
+            # A json column's value orjson cannot write (an integer beyond 64 bits, nesting
+            # deeper than its limit): the same rows would fail again, like a refused value.
+            raise StorageRejected(f"a json value cannot be written: {e}") from e
+
+    def _commit(
+        self,
+        cur: Cursor,
+        writes: Sequence[tuple[Projection, int, Batch]],
+        moves: Sequence[tuple[Tracking, LogCursor]],
+        applied: Sequence[Applied],
+        *,
+        quarantined: Sequence[Quarantined],
+        released: Sequence[Quarantined],
+    ) -> None:
+        p = self.placeholder
+        # Tracking first: it takes the write lock at once, and if another runner moved a
+        # position meanwhile, nothing below is written (the transaction rolls back).
+        for old, new in moves:
+            cur.execute(
+                f"UPDATE projection_tracking SET tx = {p}, position = {p}, seq = seq + 1 "
+                f"WHERE name = {p} AND generation = {p} AND tx = {p} AND position = {p} "
+                f"AND seq = {p} RETURNING position",
+                (new.tx, new.position, old.projection, old.generation, old.cursor.tx,
+                 old.cursor.position, old.seq),
+            )  # fmt: skip
+            if cur.fetchone() is None:
+                raise ProjectionConflict(old.projection, old.generation)
+        if released:
+            self._release(cur, released)
+        for projection, generation, batch in writes:
+            for table in projection.tables:
+                changes = batch.changes[table.name]
+                name = checked(physical(table.name, generation))
+                if changes.upserts:
+                    cur.executemany(
+                        self._upsert_sql(table, name),
+                        [self._values(table, row) for row in changes.upserts.values()],
+                    )
+                if changes.inserts:
+                    self._insert_rows(
+                        cur, table, name, [self._values(table, row) for row in changes.inserts]
+                    )
+        if applied:
+            cur.executemany(
+                "INSERT INTO projection_applied (name, generation, session_id, version) "
+                f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (name, generation, session_id) "
+                "DO UPDATE SET version = excluded.version",
+                [
+                    (a.projection, a.generation, self._to_db("uuid", a.session_id), a.version)
+                    for a in applied
+                ],
+            )
+        if quarantined:
+            self._quarantine(cur, quarantined)
 
     def applied_versions(
         self, generations: Mapping[str, int], session_ids: Sequence[UUID]
@@ -436,6 +469,21 @@ class SQLViewStore(ABC):
             cur.execute(query, list(params))
             rows = cur.fetchall()
         return self._rows(table, rows)
+
+
+_HOLDS = (
+    "EXISTS (SELECT 1 FROM projection_quarantine q "
+    "WHERE q.name = t.name AND q.generation = {generation})"
+)
+"""Whether a tracking row's generation holds quarantined events (one index probe)."""
+
+
+def _tracking(name: str, row: Sequence[Any]) -> Tracking:
+    """A tracking row from (generation, tx, position, seq, holds)."""
+    generation, tx, position, seq, holds = row
+    return Tracking(
+        name, int(generation), LogCursor(int(tx), int(position)), int(seq), holds=bool(holds)
+    )
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:

@@ -9,6 +9,7 @@ is tailed by position alone (``LogCursor.tx`` is always 0 here).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,8 +28,15 @@ from sessionstore.adapters.storage.sql.log import (
     appended,
     chain_hashes,
     encode_batch,
+    undecodable,
 )
-from sessionstore.domain.errors import SchemaNotReady, StorageError, StreamVersionTaken
+from sessionstore.domain.errors import (
+    SchemaNotReady,
+    StorageError,
+    StorageRejected,
+    StreamVersionTaken,
+    UndecodableEvent,
+)
 from sessionstore.domain.ports import (
     LOG_START,
     AppendResult,
@@ -56,6 +64,16 @@ _FIND_KEY = (
     "FROM idempotency_keys k JOIN events e "
     "ON e.session_id = k.session_id AND e.version = k.last_version WHERE k.key = ?"
 )
+
+
+def rejected(error: BaseException) -> bool:
+    """Whether SQLite refused a value rather than failed: a string or blob over its size limit
+    (SQLITE_TOOBIG, reported as DataError or, by some paths, OperationalError), or an integer
+    beyond 64 bits (Python's sqlite3 raises OverflowError when binding it). Writing the same
+    value again fails again, so callers must not treat it as transient."""
+    if isinstance(error, OverflowError | sqlite3.DataError | es.DataError):
+        return True
+    return "too big" in str(error) or "too large" in str(error)
 
 
 def format_time(value: datetime) -> str:
@@ -185,6 +203,7 @@ class SQLiteEventLog(SQLEventLog):
         return self._select(
             f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
             [after.position, limit],
+            report=True,
         )
 
     def head(self) -> LogCursor:
@@ -260,11 +279,24 @@ class SQLiteEventLog(SQLEventLog):
             None if hash_ is None else bytes(hash_),
         )  # fmt: skip
 
-    def _select(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
+    def _select(
+        self, query: str, params: Sequence[Any], *, report: bool = False
+    ) -> list[RecordedEvent]:
         with self._reading() as cur:
             cur.execute(query, params)
             rows = cur.fetchall()
-        return [self._recorded(row) for row in rows]
+        return self._decoded(rows, report=report)
+
+    def _undecodable(
+        self, row: Any, decoded: list[RecordedEvent], error: Exception
+    ) -> UndecodableEvent:
+        (position, session_id, version, event_id, topic, class_version, tenant_id, _occurred,
+         _recorded, state) = row  # fmt: skip
+        return undecodable(
+            decoded, error, cursor=LogCursor(0, int(position)), session_id=session_id,
+            version=version, event_id=event_id, topic=topic, tenant_id=tenant_id,
+            class_version=class_version, state=state,
+        )  # fmt: skip
 
     def _recorded(self, row: Any) -> RecordedEvent:
         (position, session_id, version, event_id, topic, class_version, tenant_id, occurred_at,
@@ -305,6 +337,10 @@ class SQLiteEventLog(SQLEventLog):
         except es.OperationalError as e:
             if "no such table" in str(e):
                 raise SchemaNotReady(f"{self.where}: {e}") from e
+            if rejected(e):
+                raise StorageRejected(f"{self.where}: value rejected: {e}") from e
             raise StorageError(f"{self.where}: database error: {e}") from e
+        except (es.DataError, OverflowError) as e:
+            raise StorageRejected(f"{self.where}: value rejected: {e}") from e
         except es.PersistenceError as e:
             raise StorageError(f"{self.where}: database error: {e}") from e

@@ -18,8 +18,13 @@ from eventsourcing.sqlite import SQLiteDatastore
 
 from sessionstore.adapters.settings import Settings
 from sessionstore.adapters.storage.sql.views import Cursor, Reader, SQLViewStore
-from sessionstore.adapters.storage.sqlite.log import format_time, open_datastore, parse_time
-from sessionstore.domain.errors import SchemaNotReady, StorageError
+from sessionstore.adapters.storage.sqlite.log import (
+    format_time,
+    open_datastore,
+    parse_time,
+    rejected,
+)
+from sessionstore.domain.errors import SchemaNotReady, StorageError, StorageRejected
 from sessionstore.projections.base import ColumnType, Key, Table
 
 _TO_DB: dict[ColumnType, Callable[[Any], Any]] = {
@@ -115,8 +120,12 @@ class SQLiteViewStore(SQLViewStore):
         except (sqlite3.OperationalError, es.OperationalError) as e:
             if "no such table" in str(e):
                 raise SchemaNotReady(f"{self.where}: {e}") from e
+            if rejected(e):
+                raise StorageRejected(f"{self.where}: value rejected: {e}") from e
             raise StorageError(f"{self.where}: database error: {e}") from e
-        except (sqlite3.Error, es.PersistenceError) as e:
+        except (sqlite3.Error, es.PersistenceError, OverflowError) as e:
+            if rejected(e):
+                raise StorageRejected(f"{self.where}: value rejected: {e}") from e
             raise StorageError(f"{self.where}: database error: {e}") from e
 
     def _to_db(self, type_: ColumnType, value: Any) -> Any:
