@@ -167,7 +167,7 @@ class Tracking:
 
     ``seq`` counts the commits that moved or re-asserted the row; a commit's compare-and-set
     checks it with the cursor, so a commit that changes view rows without moving the cursor (a
-    quarantine retry) still makes a concurrent commit loaded before it fail (decisions §21)."""
+    quarantine retry) still makes a concurrent commit loaded before it fail (decisions §22)."""
 
     projection: str
     generation: int

@@ -6,7 +6,7 @@ decode, by an upcaster), the quarantined events are folded again, session by ses
 order, into the current view rows. Each commit writes the rows, deletes the released quarantine
 rows and re-asserts the projection's tracking row (cursor unchanged, ``seq`` + 1): a runner
 that loaded rows before it then fails its compare-and-set and reads them again (decisions
-§21). All of it runs under ``feed_lock``, which Kafka-fed workers hold while they apply.
+§22). All of it runs under ``feed_lock``, which Kafka-fed workers hold while they apply.
 
 A session stops at the first event that fails again: it stays quarantined with its new error,
 and the session's later events stay held behind it.

@@ -450,7 +450,7 @@ class ViewStoreContract:
     ) -> None:
         # A retry re-asserts the cursor (X -> X) while a runner moves it (X -> Y), both from the
         # row they loaded their view rows after: whichever commits second must fail, or the
-        # runner would write rows it read before the retry's update (decisions §21).
+        # runner would write rows it read before the retry's update (decisions §22).
         views.ensure(projection)
         sid = self.history(store, sessions=1, messages=1)[0]
         ProjectionRunner(log, views, [projection]).catch_up()

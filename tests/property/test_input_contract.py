@@ -6,7 +6,7 @@ and beyond every edge; JSON nested around the depth limit and wide. For each req
 
 - refused: it is ``InvalidInput`` (or a subclass) naming fields, and the log is unchanged;
 - accepted: the event is in the log, every view applies it (the runner catches up to the log
-  head without an error), the session reads back from the views, the event survives the trip
+  head and quarantines nothing), the session reads back from the views, the event survives the trip
   through a Kafka message, and an export of the session imports into a second database with
   the same stored hashes.
 """
@@ -238,7 +238,9 @@ def test_what_the_contract_accepts_every_backend_and_view_stores(
     assert log.count_after(head) == 1
     # Every view applies it (on PostgreSQL a NUL or an out-of-range integer would fail here).
     backend.runner().catch_up()
-    assert all(s.lag_events == 0 for s in backend.runner().status())
+    statuses = backend.runner().status()
+    assert all(s.lag_events == 0 for s in statuses)
+    assert all(s.quarantined == 0 for s in statuses), "accepted input must never be quarantined"
     touched = log.read_log(head)
     # It travels through Kafka unchanged, and passes the consumer's contract check.
     for recorded in touched:

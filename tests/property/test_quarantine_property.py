@@ -23,8 +23,9 @@ from sessionstore.adapters.storage.memory.log import MemoryEventLog
 from sessionstore.adapters.storage.serialization import SessionStoredEvent
 from sessionstore.domain.errors import UndecodableEvent
 from sessionstore.domain.ports import LOG_START, RecordedEvent
+from sessionstore.domain.session import SessionStatus
 from sessionstore.domain.store import SessionStore
-from sessionstore.events.catalogue import MessageAdded, TurnRecorded
+from sessionstore.events.catalogue import MessageAdded
 from sessionstore.projections import all_projections
 from sessionstore.projections.base import Projection, Row
 from sessionstore.projections.runner import ProjectionRunner, rebuild
@@ -115,9 +116,11 @@ class History:
                 after = later(sid, state.version + 2, self.new_id(), self.now)
                 self.raw(stored(after), sid)
             self.frozen.add(sid)
-        elif poison == "refused":
-            turn = refused_turn(sid, state.version + 1, self.new_id(), self.now)
-            self.raw(stored(turn, input_tokens=2**63), sid)
+        elif poison == "refused" and state.status is SessionStatus.ACTIVE:
+            # A message's own token count is stored as it is (in the transcript), where 2^63
+            # does not fit; the sums of the state and the metrics saturate instead.
+            message = refused_message(sid, state.version + 1, self.new_id(), self.now)
+            self.raw(stored(message, input_tokens=2**63), sid)
         else:
             _act(draw, store, state)
             if poison == "bug":  # the event just written breaks one view's code
@@ -201,13 +204,14 @@ def later(sid: UUID, version: int, event_id: UUID, at: datetime) -> MessageAdded
     )
 
 
-def refused_turn(sid: UUID, version: int, event_id: UUID, at: datetime) -> TurnRecorded:
-    return TurnRecorded(
+def refused_message(sid: UUID, version: int, event_id: UUID, at: datetime) -> MessageAdded:
+    return MessageAdded(
         session_id=sid,
         version=version,
         occurred_at=at,
         event_id=event_id,
-        request_id=f"r{version}",
-        duration_ms=100.0,
+        message_id=f"m{version}",
+        role="user",
+        content="tokens beyond 64 bits",
         input_tokens=1,
     )

@@ -1,4 +1,4 @@
--- 0007: poison containment (docs/quarantine.md, decisions §21).
+-- 0007: poison containment (docs/quarantine.md, decisions §22).
 --
 -- projection_quarantine: events one generation of a projection did not apply. The first event
 -- of a session that failed (its handler raised, the database refused its rows, or the row
