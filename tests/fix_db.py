@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from sessionstore.adapters.bootstrap import migrate
 from sessionstore.adapters.settings import Settings, load_settings
@@ -23,7 +26,7 @@ DEFAULT_TEST_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> str:
+def pg_url() -> Iterator[str]:
     url = os.environ.get("SESSIONSTORE_TEST_DATABASE_URL", DEFAULT_TEST_URL)
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
@@ -34,7 +37,25 @@ def pg_url() -> str:
             "starts one, or set SESSIONSTORE_TEST_DATABASE_URL.",
             pytrace=False,
         )
-    return url
+    with neighbours(url):
+        yield url
+
+
+@contextmanager
+def neighbours(url: str) -> Iterator[list[psycopg.Connection[Any]]]:
+    """Other clients of a shared server, for the whole run: a transaction holding a transaction
+    id open in another database and one in the test database that never touches the log. The
+    store's readers must not wait for either (decisions.md §4), so every PostgreSQL test runs
+    beside them."""
+    other = conninfo_to_dict(url) | {"dbname": "postgres"}
+    held = [psycopg.connect(**other), psycopg.connect(url)]
+    try:
+        for conn in held:
+            conn.execute("SELECT pg_current_xact_id()")  # an xid: older than every append
+        yield held
+    finally:
+        for conn in held:
+            conn.close()
 
 
 def drop_schema(url: str, schema: str) -> None:

@@ -126,12 +126,62 @@ JOIN events e ON e.session_id = k.session_id AND e.version = k.last_version
 WHERE k.key = %s
 """
 
-# Only rows written by transactions older than every transaction still running: they can no
-# longer be joined by a row that sorts before them. See migration 0001.
+# The horizon of the log: no transaction that is writing this schema's `events` table and has a
+# transaction id below it is still running, and every transaction that gets one later gets one
+# at or above it. Rows below it can no longer be joined by a row that sorts before them, so a
+# reader may move its cursor past them (trap 2 of a tailing reader; decisions.md §4).
+#
+# Why this is safe. Every transaction that inserts into events holds RowExclusiveLock on it
+# until it ends, and takes that lock (when the statement starts) before it is given its
+# transaction id (by the insert itself): a writer that has an id also shows the lock. So:
+# - writers with an id below the snapshot's xmax that are still running are in pg_locks, with
+#   that id (the transactionid lock every transaction holds on its own id, same
+#   virtualtransaction), and bound the horizon;
+# - writers without an id yet get one >= the xmax of this statement's snapshot;
+# - writers that finished before pg_locks was read are visible to the NEXT statement's
+#   snapshot — which is why the horizon is read in its own statement, before the rows.
+# Transactions that do not write the log (another database, another schema, another
+# application, an idle-in-transaction session) are not in this set, so they hold nothing back,
+# unlike the cluster-wide pg_snapshot_xmin used before. pg_locks is readable by every role.
+#
+# pg_locks shows 32-bit transaction ids; the writer's id is rebuilt from the snapshot's 64-bit
+# xmax (it is below xmax and within 2^31 of it; ids at or above xmax are left out: xmax bounds
+# the horizon anyway).
+_HORIZON = """
+SELECT least(s.xmax, min(s.xmax - w.behind))
+FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) AS s
+LEFT JOIN LATERAL (
+    SELECT (s.xmax - t.transactionid::text::bigint) & 4294967295 AS behind
+    FROM pg_locks AS l
+    JOIN pg_locks AS t
+      ON t.locktype = 'transactionid' AND t.virtualtransaction = l.virtualtransaction
+    WHERE l.locktype = 'relation'
+      AND l.mode = 'RowExclusiveLock'
+      AND l.relation = 'events'::regclass
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+) AS w ON w.behind BETWEEN 1 AND 2147483647
+GROUP BY s.xmax
+"""
+
+# How long the oldest transaction still writing this log has been running (NULL when none is,
+# or when its start is hidden from this role: pg_stat_activity shows other roles' sessions
+# without it unless the role has pg_read_all_stats).
+_OLDEST_APPEND = """
+SELECT extract(epoch FROM clock_timestamp() - min(a.xact_start))
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'relation'
+  AND l.mode = 'RowExclusiveLock'
+  AND l.relation = 'events'::regclass
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.pid <> pg_backend_pid()
+"""
+
+# Only rows below the horizon, read in a statement AFTER the one that found it (see above).
 _READ_LOG = f"""
 SELECT {_COLUMNS} FROM events
 WHERE (tx, position) > (%s::text::xid8, %s)
-  AND tx < pg_snapshot_xmin(pg_current_snapshot())
+  AND tx < %s::text::xid8
 ORDER BY tx, position
 LIMIT %s
 """
@@ -315,14 +365,32 @@ class PostgresEventLog(SQLEventLog):
         return appended(session_id, stored, positions)
 
     def read_log(self, after: LogCursor = LOG_START, *, limit: int = 1000) -> list[RecordedEvent]:
-        return self._select(_READ_LOG, [str(after.tx), after.position, limit], report=True)
+        horizon = self.horizon()
+        return self._select(
+            _READ_LOG, [str(after.tx), after.position, str(horizon), limit], report=True
+        )
+
+    def horizon(self) -> int:
+        """The log's horizon (see ``_HORIZON``): rows with a smaller ``tx`` are all committed and
+        no row can later appear among them. Read it in its own statement, BEFORE the rows."""
+        row = self._one(_HORIZON, ())
+        if row is None or row[0] is None:  # pragma: no cover - the query always returns a row
+            msg = f"{self.where}: could not read the log horizon"
+            raise StorageError(msg)
+        return int(row[0])
+
+    def oldest_append_seconds(self) -> float | None:
+        """Age of the oldest transaction still writing this log (it holds readers back), or
+        None when none is (or when this role may not see when it started)."""
+        row = self._one(_OLDEST_APPEND, ())
+        return None if row is None or row[0] is None else float(row[0])
 
     def head(self) -> LogCursor:
+        horizon = self.horizon()
         row = self._one(
-            "SELECT tx::text::bigint, position FROM events"
-            " WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
+            "SELECT tx::text::bigint, position FROM events WHERE tx < %s::text::xid8"
             " ORDER BY tx DESC, position DESC LIMIT 1",
-            (),
+            (str(horizon),),
         )
         return LOG_START if row is None else LogCursor(row[0], row[1])
 
@@ -402,11 +470,11 @@ class PostgresEventLog(SQLEventLog):
             return cur.execute(query, params).fetchall()
 
     def _log_window(self, after: LogCursor) -> tuple[str, str, list[Any]]:
+        horizon = self.horizon()  # its own statement, before the caller's read of the rows
         return (
-            "(tx, position) > (%s::text::xid8, %s) "
-            "AND tx < pg_snapshot_xmin(pg_current_snapshot())",
+            "(tx, position) > (%s::text::xid8, %s) AND tx < %s::text::xid8",
             "tx, position",
-            [str(after.tx), after.position],
+            [str(after.tx), after.position, str(horizon)],
         )
 
     def _stored_row(self, row: Sequence[Any]) -> StoredRow:
