@@ -150,6 +150,13 @@ class EventLog(Protocol):
         """How many committed events sort after ``cursor`` (a reader's lag)."""
         ...
 
+    def oldest_append_seconds(self) -> float | None:
+        """How long the oldest append still in flight has been running: on PostgreSQL readers
+        wait for it (decisions.md §4), so an old one explains lagging views. None when no
+        append is in flight, or the backend cannot tell (SQLite's writers never hold readers
+        back: it has one writer at a time)."""
+        ...
+
     def cursor_of(self, position: int) -> LogCursor | None:
         """The cursor of the event at a global position, or None if there is none."""
         ...

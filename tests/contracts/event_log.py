@@ -105,6 +105,11 @@ class EventLogContract:
         assert rest.position == positions[-1]
         assert all(r.recorded_at.tzinfo is not None for r in recorded)
 
+    def test_no_append_in_flight_has_no_age(self, log: EventLog, store: SessionStore) -> None:
+        assert log.oldest_append_seconds() is None
+        store.create(tenant_id="t", user_id="u", agent_id="a")
+        assert log.oldest_append_seconds() is None  # the append ended with its statement
+
     def test_read_session_windows(self, log: EventLog) -> None:
         sid = uuid4()
         log.append([created(sid), *[message(sid, v) for v in range(2, 8)]], tenant_id="acme")

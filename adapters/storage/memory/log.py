@@ -115,6 +115,9 @@ class MemoryEventLog:
             stream.append(row)
             return row.position
 
+    def oldest_append_seconds(self) -> float | None:
+        return None  # appends here never hold readers back (one writer at a time)
+
     def head(self) -> LogCursor:
         with self._lock:
             return LogCursor(0, len(self._log))

@@ -206,6 +206,9 @@ class SQLiteEventLog(SQLEventLog):
             report=True,
         )
 
+    def oldest_append_seconds(self) -> float | None:
+        return None  # appends here never hold readers back (one writer at a time)
+
     def head(self) -> LogCursor:
         with self._reading() as cur:
             cur.execute("SELECT max(position) FROM events")

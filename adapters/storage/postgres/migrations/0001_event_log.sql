@@ -11,6 +11,8 @@
 -- read rows whose tx is below the oldest transaction still running
 -- (pg_snapshot_xmin(pg_current_snapshot())): every such transaction has finished, so no row
 -- can later appear before a reader's cursor. Writers take no lock beyond their own rows.
+-- (Since 0.2 readers use a narrower horizon: only transactions writing this table count, so
+-- other databases' and applications' transactions no longer hold them back. decisions.md §4.)
 CREATE TABLE events (
     position      bigint GENERATED ALWAYS AS IDENTITY,
     tx            xid8        NOT NULL DEFAULT pg_current_xact_id(),
