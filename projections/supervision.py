@@ -11,8 +11,8 @@ projector thread of ``serve``. Each wraps its attempts in a ``Supervisor``:
 - **Back off.** Exponential with ±20 % jitter, capped (``Backoff``); the streak of failures,
   hence the delay, is reset only by an attempt that *succeeded*: one that used what failed and
   completed. Each loop says what counts (``Supervisor.loop``): a runner's or relay's completed
-  step always read the database; a Kafka worker's empty poll does not count unless the broker's
-  group coordinator answers and, after a failure, the database answers a probe.
+  step always read the database; a Kafka worker's empty poll does not count unless it has joined
+  its consumer group (the brokers answer) and, after a failure, the database answers a probe.
 - **Report once per change of state.** One line when a streak starts (or the failing dependency
   changes), one when it ends ("recovered after 41 s, 7 attempts"), and in between only a
   reminder every ``remind_every`` seconds (5 minutes). No traceback for a transient error.

@@ -315,10 +315,12 @@ class KafkaProjectionWorker:
         """Consume until ``stop``; back off while the brokers or the database fail.
 
         What resets the back-off (``projections.supervision``): a poll whose messages were
-        applied and committed, or an empty poll while the group coordinator answers, provided
-        that, after a failure (or at start), the database answers a probe too. An empty poll
-        alone proves nothing: it touches no database, and a consumer polls "successfully"
-        while the brokers are down. Configuration errors (outdated views) propagate."""
+        applied and committed, or an empty poll once the consumer has joined its group (the
+        brokers answer), provided that, after a failure (or at start), the database answers a
+        probe too. An empty poll alone proves nothing: it touches no database, and a consumer
+        polls "successfully" while the brokers are down. On a failure the consumer is dropped
+        (it has joined by then: one that left mid-join could hold up a broker's rebalance).
+        Configuration errors (outdated views) propagate."""
         supervisor = supervisor or Supervisor(
             "projections run --source kafka",
             policy=Backoff(cap=self.settings.retry_max_seconds),
@@ -328,8 +330,8 @@ class KafkaProjectionWorker:
         def attempt() -> bool:
             if self.poll_once():
                 return True
-            if not self.coordinator_known():
-                return False  # no verdict yet; poll_once gives up after the Kafka timeout
+            if not self.in_group():
+                return False  # no verdict yet: poll_once gives up after the Kafka timeout
             if supervisor.state.state != "running":
                 self.probe_database()
             return True
@@ -347,11 +349,19 @@ class KafkaProjectionWorker:
         supervisor.loop(step, stop)
 
     def coordinator_known(self) -> bool:
-        """Whether the consumer group's coordinator (a broker) answers (True without a
-        consumer that can tell, e.g. a test double)."""
+        """Whether the consumer knows its group's coordinator (a broker that answers): kafka-
+        python forgets it when the connection fails. True for a consumer that cannot tell (a
+        test double). Reads the consumer's state only: kafka-python has no public API for it."""
         coordinator = getattr(self._consumer, "_coordinator", None)
-        unknown = getattr(coordinator, "coordinator_unknown", None)
-        return unknown is None or not unknown()
+        return coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
+
+    def in_group(self) -> bool:
+        """Whether the consumer has joined its group (a stable member, with or without
+        partitions) and knows the coordinator. A consumer is not dropped before that: one that
+        leaves in the middle of a join can leave some brokers' group waiting for it."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        stable = getattr(coordinator, "stable", None)
+        return self.coordinator_known() and (stable is None or bool(stable()))
 
     def probe_database(self) -> None:
         """One cheap read of the views' tracking rows (and the tables' fingerprints): raises
