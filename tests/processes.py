@@ -70,6 +70,22 @@ class Command:
     def says(self, *words: str) -> bool:
         return bool(self.lines(*words))
 
+    def reported(self, *words: str, timeout: float = 60) -> None:
+        """Wait until a line with ``words`` appears; fail at once if the process exits."""
+
+        def seen() -> bool:
+            if self.says(*words):
+                return True
+            if not self.alive:
+                pytest.fail(
+                    f"{' '.join(self.args)} exited with {self.process.returncode} before "
+                    f"reporting {words}:\n{self.text()}",
+                    pytrace=False,
+                )
+            return False
+
+        eventually(seen, timeout, f"{' '.join(self.args)} to report {words}")
+
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -98,3 +114,12 @@ class Command:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
+
+
+def reported_once(command: Command, failing: str) -> None:
+    """One line when the command started failing, one when it recovered, no traceback."""
+    text = command.text()
+    assert "Traceback" not in text, text
+    assert len(command.lines(failing)) == 1, text
+    assert len(command.lines("recovered after")) == 1, text
+    assert len(command.lines("retrying in")) == 1, text

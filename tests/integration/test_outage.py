@@ -35,7 +35,7 @@ from tests.fix_cluster import Cluster, cluster_schema, drop_cluster_schema
 from tests.integration.test_kafka import add_session, with_kafka
 from tests.integration.test_projection_runner import every_event
 from tests.kafka_broker import free_port
-from tests.processes import Command, env_of, eventually
+from tests.processes import Command, env_of, eventually, reported_once
 
 pytestmark = pytest.mark.postgres
 
@@ -173,9 +173,8 @@ def outage(
         redelivered = first_message(published)
         pg_cluster.stop()
         republish(published, redelivered)
-        eventually(lambda: runner.says("database unavailable"), 60, "the runner's report")
-        eventually(lambda: relay.says("database unavailable"), 60, "the relay's report")
-        eventually(lambda: worker.says("database unavailable"), 60, "the worker's report")
+        for command in (runner, relay, worker):
+            command.reported("database unavailable")
         during = eventually(
             lambda: (
                 (r := readyz(url)).status_code == 503
@@ -200,16 +199,6 @@ def outage(
             pg_cluster.start()
         for settings in (fed, published, served):
             drop_cluster_schema(settings)
-
-
-def reported_once(command: Command, failing: str) -> None:
-    """One line when it started failing, one when it recovered, nothing in between, no
-    traceback."""
-    text = command.text()
-    assert "Traceback" not in text, text
-    assert len(command.lines(failing)) == 1, text
-    assert len(command.lines("recovered after")) == 1, text
-    assert len(command.lines("retrying in")) == 1, text
 
 
 def test_projections_run_rides_out_a_restart_and_applies_what_came_after(outage: Outage) -> None:

@@ -45,20 +45,13 @@ from tests.fix_db import drop_schema
 from tests.integration.test_kafka import with_kafka
 from tests.integration.test_outage import all_applied, append, caught_up
 from tests.kafka_broker import TansuBroker, free_port
-from tests.processes import SESSIONSTORE, Command, env_of, eventually
+from tests.processes import SESSIONSTORE, Command, env_of, eventually, reported_once
 
 RESILIENT: dict[str, Any] = {
     "retry_max_seconds": 1.0,
     "heartbeat_seconds": 0.5,
     "connect_timeout": 1.0,
 }
-
-
-def reported_once(command: Command, failing: str) -> None:
-    text = command.text()
-    assert "Traceback" not in text, text
-    assert len(command.lines(failing)) == 1, text
-    assert len(command.lines("recovered after")) == 1, text
 
 
 # -- SQLite: a write lock held past the busy timeout ---------------------------------------------
@@ -93,15 +86,16 @@ def test_a_live_runner_survives_a_sqlite_write_lock_held_past_the_busy_timeout(
             holder.execute("ROLLBACK")
         else:
             pytest.fail("the runner applied every event before the lock could be taken")
-        eventually(lambda: runner.says("database is locked"), 60, "the runner's report")
-        assert runner.alive, runner.text()
+        runner.reported("database is locked")
         assert not caught_up(lockable)
+        holder.execute("ROLLBACK")
+        eventually(lambda: caught_up(lockable), 60, "the runner to catch up after the release")
+        assert runner.stop() == 0
     finally:
         if holder.in_transaction:
             holder.execute("ROLLBACK")
         holder.close()
-    eventually(lambda: caught_up(lockable), 60, "the runner to catch up after the release")
-    assert runner.stop() == 0
+        runner.kill()
     reported_once(runner, "projections run: database unavailable")
 
 
@@ -117,9 +111,8 @@ def test_a_long_running_command_started_while_the_database_is_down_waits_for_it(
         cluster.stop()
         runner = Command(["projections", "run"], env_of(settings), tmp_path / "runner.log")
         try:
-            eventually(lambda: runner.says("database unavailable"), 60, "the runner's report")
+            runner.reported("database unavailable")
             assert runner.says("Connection refused"), runner.text()
-            assert runner.alive, runner.text()
             cluster.start()
             eventually(lambda: caught_up(settings), 60, "the runner to start and catch up")
             assert runner.stop() == 0
@@ -127,6 +120,8 @@ def test_a_long_running_command_started_while_the_database_is_down_waits_for_it(
             runner.kill()
         reported_once(runner, "projections run: database unavailable")
     finally:
+        if not cluster.running:
+            cluster.start()
         drop_cluster_schema(settings)
 
 
@@ -136,7 +131,7 @@ def test_a_schema_dropped_under_a_running_runner_ends_it_with_the_fix(
     settings = pg_settings.model_copy(update=RESILIENT)
     runner = Command(["projections", "run"], env_of(settings), tmp_path / "runner.log")
     try:
-        eventually(lambda: runner.says("applying new events"), 60, "the runner to run")
+        runner.reported("applying new events")
         drop_schema(pg_url, settings.database_schema)
         assert runner.exit_code(timeout=60) == 3, runner.text()
     finally:
@@ -194,7 +189,13 @@ def test_configuration_errors_end_the_long_running_commands_with_the_fix(
 def brokered(tmp_path: Path, own_broker: TansuBroker, kafka_names: dict[str, str]) -> Settings:
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'events.db'}", **RESILIENT)
     migrate(settings)
-    return with_kafka(settings, own_broker.bootstrap, kafka_names, kafka_timeout_seconds=1.0)
+    return with_kafka(
+        settings,
+        own_broker.bootstrap,
+        kafka_names,
+        kafka_timeout_seconds=1.0,
+        kafka_session_timeout_seconds=1.0,
+    )
 
 
 def rows_of(settings: Settings, kind: str) -> list[Any]:
@@ -214,7 +215,7 @@ def test_with_the_brokers_down_the_relay_and_worker_rows_say_so_then_recover(
     worker = Command(["projections", "run", "--source", "kafka"], env, tmp_path / "worker.log")
     try:
         eventually(lambda: all_applied(brokered), 90, "relay and worker to apply")
-        own_broker.stop()
+        own_broker.kill()
         append(brokered, 1, seed=6)  # something to publish
 
         def says_unavailable(kind: str) -> bool:
