@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     """Most messages a Kafka-fed worker applies in one view transaction."""
     relay_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     """Events the relay reads from the log and produces per acknowledged batch."""
+    retry_max_seconds: Annotated[float, Field(ge=0.2, le=3600)] = 30.0
+    """Longest pause between two attempts of a long-running process (runner, Kafka worker,
+    relay, the projector in ``serve``) while the database or the brokers fail: the back-off
+    starts at 0.2 s and doubles up to this."""
+    heartbeat_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 10.0
+    """How often a separately running process (runner, Kafka worker, relay) writes its status
+    row; a row not written for three of these is shown as stale."""
+    sqlite_busy_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 10
+    """How long a SQLite connection waits for another one's write lock before failing with
+    "database is locked" (which long-running processes then retry)."""
 
     @field_validator("database_url")
     @classmethod

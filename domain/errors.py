@@ -138,6 +138,15 @@ class StorageRejected(StorageError):
     code = "storage-rejected"
 
 
+class DatabaseMisconfigured(StorageError):
+    """The database refuses us for a reason no retry fixes: the database does not exist, the
+    login or role is refused, the file's directory is missing, or its schema is newer than this
+    code. Long-running processes stop on it instead of retrying (docs/decisions.md §23); the
+    message names the server's own reason."""
+
+    code = "database-misconfigured"
+
+
 class SchemaNotReady(StorageError):
     code = "schema-not-ready"
 

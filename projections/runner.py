@@ -44,6 +44,7 @@ from sessionstore.projections.containment import (
     extra,
     session_of,
 )
+from sessionstore.projections.supervision import Supervisor
 
 Progress = Callable[[int], None]
 
@@ -257,11 +258,30 @@ class ProjectionRunner:
                 progress(n)
         return total
 
-    def run(self, stop: threading.Event, waiter: Waiter, *, poll_interval: float = 0.5) -> None:
-        """Live: catch up, then wait for news (or ``poll_interval``), until ``stop`` is set."""
-        while not stop.is_set():
+    def run(
+        self,
+        stop: threading.Event,
+        waiter: Waiter,
+        *,
+        poll_interval: float = 0.5,
+        supervisor: Supervisor | None = None,
+    ) -> None:
+        """Live: catch up, then wait for news (or ``poll_interval``), until ``stop`` is set.
+
+        With a ``supervisor``, transient failures (the database) are retried with its back-off
+        and every completed catch-up counts as a success (it read the database); without one
+        they propagate. Configuration errors always propagate."""
+
+        def step() -> bool:
             if self.catch_up(stop=stop) == 0:
                 waiter.wait(poll_interval)
+            return True
+
+        if supervisor is not None:
+            supervisor.loop(step, stop)
+            return
+        while not stop.is_set():
+            step()
 
     def status(self) -> list[ProjectionStatus]:
         head = self.log.head()

@@ -63,6 +63,13 @@ class TansuBroker:
                 msg = f"tansu did not accept connections on {self.bootstrap} in {timeout} s"
                 raise RuntimeError(msg)
 
+    def kill(self) -> None:
+        """Stop it at once (SIGKILL), like a crash: a graceful stop can take seconds."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait(timeout=10)
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:

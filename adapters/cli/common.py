@@ -198,10 +198,13 @@ def _print_migrations(out: Console, settings: Settings, applied: list[str]) -> N
 
 
 def _configure_logging() -> None:
-    """Long-running commands log with timestamps; kafka-python's own chatter only when bad."""
+    """Long-running commands log with timestamps. The drivers' own retry chatter (kafka-python,
+    psycopg's pool: a line per reconnection attempt) is left out: the supervisor reports an
+    outage once when it starts and once when it ends (docs/decisions.md §23)."""
     import logging
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)

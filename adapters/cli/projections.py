@@ -23,16 +23,27 @@ from sessionstore.adapters.cli.common import (
     _stopped_by_signals,
 )
 from sessionstore.adapters.cli.quarantine import quarantine_app
-from sessionstore.adapters.cli.render_json import _dataclass_json, _print_json, _status_json
+from sessionstore.adapters.cli.render_json import (
+    _dataclass_json,
+    _print_json,
+    _status_json,
+    process_json,
+)
 from sessionstore.adapters.cli.render_views import (
     _positions,
     _positions_of,
+    processes_table,
     quarantine_note,
     status_table,
 )
+from sessionstore.adapters.cli.supervised import console_supervisor, heartbeat, opened_retrying
+from sessionstore.adapters.settings import Settings, load_settings
+from sessionstore.adapters.storage.processes import KAFKA_WORKER, RUNNER, process_table
+from sessionstore.domain.errors import StorageError
 from sessionstore.domain.ports import LOG_START
 from sessionstore.projections import all_projections
 from sessionstore.projections.runner import ProjectionRunner, rebuild, select
+from sessionstore.projections.supervision import cause
 
 projections_app = typer.Typer(
     help="The views queries read: their status and lag, run them, rebuild them.",
@@ -52,16 +63,30 @@ def projections_status(
         ),
     ] = False,
 ) -> None:
-    """Show each view's generation, log position, the log head and the lag (events to apply)."""
+    """Show each view's generation, log position, the log head and the lag (events to apply),
+    and the runners and Kafka-fed workers that feed them: their state (running, retrying with
+    the last error, stopped with the reason), since when, and whether their heartbeat is stale."""
     from sessionstore.adapters.kafka.worker import PartitionLag, group_lag
 
     lags: list[PartitionLag] = []
     with _reported_errors(), _opened() as (settings, log, views):
         statuses = ProjectionRunner(log, views, all_projections()).status()
+        processes = process_table(settings, log).rows([RUNNER, KAFKA_WORKER])
         if kafka:
             lags = group_lag(settings)
     if as_json:
-        out: Any = [_status_json(s) for s in statuses]
+        # Each view lists the processes that feed it: log-fed runners or Kafka-fed workers.
+        out: Any = [
+            _status_json(s)
+            | {
+                "processes": [
+                    process_json(p)
+                    for p in processes
+                    if p.kind == (KAFKA_WORKER if s.feed == "kafka" else RUNNER)
+                ]
+            }
+            for s in statuses
+        ]
         if kafka:
             out = {
                 "projections": out,
@@ -79,6 +104,8 @@ def projections_status(
     note = quarantine_note(statuses)
     if note:
         console.print(note, style="red", soft_wrap=True)
+    if processes:  # the healthy table without runners stays as it always was
+        console.print(processes_table(processes))
     if kafka:
         table = Table(
             title=f"Kafka group {settings.kafka_group_id}",
@@ -116,31 +143,64 @@ def projections_run(
         ),
     ] = Source.LOG,
 ) -> None:
-    """Apply events to every view: catch up, then keep applying new events until Ctrl-C."""
+    """Apply events to every view: catch up, then keep applying new events until Ctrl-C.
+
+    Without --once it rides out database (and broker) failures: it reports once when they start
+    and once when they end, and retries with back-off; only a configuration error ends it."""
     if source is Source.KAFKA:
         _run_kafka_projector(once)
         return
+    if not once:
+        _run_live()
+        return
     out = _console()
     stop = threading.Event()
-    with _reported_errors(), _opened() as (settings, log, views), _stopped_by_signals(stop):
+    with _reported_errors(), _opened() as (_settings, log, views), _stopped_by_signals(stop):
         runner = ProjectionRunner(log, views, all_projections())
-        runner.check_tables()  # refuses outdated or Kafka-fed views before any progress bar
-        behind = log.count_after(min(s.cursor for s in runner.status()))
-        with _progress_bar(out) as bar:
-            task = bar.add_task("catching up", total=behind)
-            applied = runner.catch_up(progress=partial(bar.advance, task), stop=stop)
-        done = "stopped" if stop.is_set() else "caught up"
-        out.print(f"{done}: {applied} events read; {_positions(runner)}", soft_wrap=True)
-        _report_quarantine(out, runner)
-        if once or stop.is_set():
-            return
-        waiter = open_waiter(settings, stop)
-        try:
-            out.print("applying new events as they arrive (Ctrl-C to stop)", soft_wrap=True)
-            runner.run(stop, waiter)
-        finally:
-            waiter.close()
-        out.print(f"stopped: {_positions(runner)}", soft_wrap=True)
+        _catch_up(out, runner, stop)
+
+
+def _catch_up(out: Any, runner: ProjectionRunner, stop: threading.Event) -> None:
+    runner.check_tables()  # refuses outdated or Kafka-fed views before any progress bar
+    behind = runner.log.count_after(min(s.cursor for s in runner.status()))
+    with _progress_bar(out) as bar:
+        task = bar.add_task("catching up", total=behind)
+        applied = runner.catch_up(progress=partial(bar.advance, task), stop=stop)
+    done = "stopped" if stop.is_set() else "caught up"
+    out.print(f"{done}: {applied} events read; {_positions(runner)}", soft_wrap=True)
+    _report_quarantine(out, runner)
+
+
+def _run_live() -> None:
+    out = _console()
+    stop = threading.Event()
+    with _reported_errors(), _stopped_by_signals(stop):
+        settings = load_settings()
+        _configure_logging()
+        supervisor = console_supervisor("projections run", out, settings)
+        with opened_retrying(settings, supervisor, stop) as opened:
+            if opened is None:
+                return
+            log, views = opened
+            with heartbeat(settings, log, RUNNER, supervisor):
+                runner = ProjectionRunner(log, views, all_projections())
+                supervisor.call(lambda: _catch_up(out, runner, stop), stop)
+                if stop.is_set():
+                    return
+                waiter = open_waiter(settings, stop)
+                try:
+                    out.print("applying new events as they arrive (Ctrl-C to stop)", soft_wrap=True)
+                    runner.run(stop, waiter, supervisor=supervisor)
+                finally:
+                    waiter.close()
+                out.print(f"stopped: {_positions_if_known(runner)}", soft_wrap=True)
+
+
+def _positions_if_known(runner: ProjectionRunner) -> str:
+    try:
+        return _positions(runner)
+    except StorageError as e:
+        return f"positions unknown ({cause(e)})"
 
 
 @projections_app.command("rebuild")
@@ -183,26 +243,45 @@ def _run_kafka_projector(once: bool) -> None:
 
     out = _console()
     stop = threading.Event()
-    with _reported_errors(), _opened() as (settings, log, views), _stopped_by_signals(stop):
-        worker = KafkaProjectionWorker(DeliveredFeed(log, views, all_projections()), settings)
-        where = (
-            f"topic {settings.kafka_topic} on {settings.kafka_bootstrap_servers} "
-            f"(group {settings.kafka_group_id})"
-        )
-        try:
-            if once:
+    if once:
+        with _reported_errors(), _opened() as (settings, log, views), _stopped_by_signals(stop):
+            worker = KafkaProjectionWorker(DeliveredFeed(log, views, all_projections()), settings)
+            try:
                 worker.catch_up(stop)
-                out.print(f"caught up with {where}: {_worker_stats(worker)}", soft_wrap=True)
+                out.print(
+                    f"caught up with {_topic_of(settings)}: {_worker_stats(worker)}",
+                    soft_wrap=True,
+                )
+            finally:
+                worker.close()
+        return
+    with _reported_errors(), _stopped_by_signals(stop):
+        settings = load_settings()
+        _configure_logging()
+        supervisor = console_supervisor("projections run --source kafka", out, settings)
+        with opened_retrying(settings, supervisor, stop) as opened:
+            if opened is None:
                 return
-            _configure_logging()
-            out.print(
-                f"applying {where} to the views of {settings.redacted_url()} (Ctrl-C to stop)",
-                soft_wrap=True,
-            )
-            worker.run(stop, report=lambda line: out.print(line, soft_wrap=True))
-            out.print(f"stopped: {_worker_stats(worker)}", soft_wrap=True)
-        finally:
-            worker.close()
+            log, views = opened
+            worker = KafkaProjectionWorker(DeliveredFeed(log, views, all_projections()), settings)
+            try:
+                with heartbeat(settings, log, KAFKA_WORKER, supervisor):
+                    out.print(
+                        f"applying {_topic_of(settings)} to the views of "
+                        f"{settings.redacted_url()} (Ctrl-C to stop)",
+                        soft_wrap=True,
+                    )
+                    worker.run(stop, supervisor=supervisor)
+                    out.print(f"stopped: {_worker_stats(worker)}", soft_wrap=True)
+            finally:
+                worker.close()
+
+
+def _topic_of(settings: Settings) -> str:
+    return (
+        f"topic {settings.kafka_topic} on {settings.kafka_bootstrap_servers} "
+        f"(group {settings.kafka_group_id})"
+    )
 
 
 projections_app.add_typer(quarantine_app, name="quarantine")

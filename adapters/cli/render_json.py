@@ -12,6 +12,7 @@ import typer
 from pydantic_core import to_jsonable_python
 
 from sessionstore.adapters.storage.chain import Checkpoint
+from sessionstore.adapters.storage.processes import COMMANDS, ProcessRow
 from sessionstore.domain.ports import RecordedEvent
 from sessionstore.domain.session import Session
 from sessionstore.projections.base import ProjectionStatus, Quarantined
@@ -118,4 +119,21 @@ def _checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
         "events": checkpoint.events,
         "digest": checkpoint.digest.hex(),
         "created_at": to_jsonable_python(checkpoint.created_at.astimezone(UTC)),
+    }
+
+
+def process_json(row: ProcessRow) -> dict[str, Any]:
+    """A process's status row: ``detail`` is the last error while retrying, the reason when
+    stopped; ``stale`` means it was not written for three heartbeats."""
+    return {
+        "kind": row.kind,
+        "command": COMMANDS.get(row.kind, row.kind),
+        "instance": row.instance,
+        "state": row.state,
+        "since": to_jsonable_python(row.since),
+        "attempts": row.attempts,
+        "detail": row.detail,
+        "updated_at": to_jsonable_python(row.updated_at),
+        "heartbeat_seconds": row.heartbeat_seconds,
+        "stale": row.stale,
     }

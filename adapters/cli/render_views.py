@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sessionstore.adapters.cli.render import _ms, _seconds, _time
+from sessionstore.adapters.storage.processes import COMMANDS, ProcessRow
 from sessionstore.domain.ports import EventLog
 from sessionstore.projections.base import Projection, ProjectionStatus, Quarantined, ViewStore
 from sessionstore.projections.expiry import ExpiryReport
@@ -49,6 +50,30 @@ def status_table(statuses: Sequence[ProjectionStatus]) -> Table:
         if quarantine:
             row.append(Text(str(s.quarantined), style="red" if s.quarantined else "green"))
         table.add_row(*row, *((s.feed,) if kafka else ()))
+    return table
+
+
+def processes_table(rows: Sequence[ProcessRow], title: str = "Processes") -> Table:
+    """The status rows of running processes: state since when, the last error (or why it
+    stopped), and how long ago the row was written (stale: three heartbeats missed)."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for header in ("process", "instance", "state", "since (UTC)", "heartbeat", "detail"):
+        table.add_column(header)
+    styles = {"running": "green", "starting": "yellow", "retrying": "yellow", "stopped": "red"}
+    for row in rows:
+        state = Text(row.state, style=styles.get(row.state, ""))
+        if row.state == "retrying":
+            state.append(f" ({row.attempts} attempts)")
+        age = f"{row.age_seconds:.0f} s ago"
+        heartbeat = Text(f"{age}, stale", style="red") if row.stale else Text(age)
+        table.add_row(
+            COMMANDS.get(row.kind, row.kind),
+            row.instance,
+            state,
+            _seconds(row.since),
+            heartbeat,
+            row.detail,
+        )
     return table
 
 

@@ -24,7 +24,7 @@ from sessionstore.adapters.http.errors import add_exception_handlers
 from sessionstore.adapters.http.keys import KeyStore
 from sessionstore.adapters.http.middleware import BodyLimit, Metrics, count_requests
 from sessionstore.adapters.http.problems import MEDIA_TYPE
-from sessionstore.adapters.http.projector import start_projector
+from sessionstore.adapters.http.projector import projector_supervisor, start_projector
 from sessionstore.adapters.http.routes import ROUTERS
 from sessionstore.adapters.settings import Settings, load_settings
 from sessionstore.adapters.storage.sql.log import SQLRunner
@@ -89,6 +89,8 @@ def create_app(
         project=settings.backend == "memory" if project is None else project,
         stall_seconds=stall_seconds,
     )
+    if ctx.project:
+        ctx.projector = projector_supervisor(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

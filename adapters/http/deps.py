@@ -25,6 +25,7 @@ from sessionstore.projections import all_projections
 from sessionstore.projections.base import ViewStore
 from sessionstore.projections.queries import SessionQueries
 from sessionstore.projections.runner import ProjectionRunner
+from sessionstore.projections.supervision import Supervisor
 
 TENANT_CACHE_SIZE = 100_000
 """Session → tenant entries kept in memory (a session's tenant never changes)."""
@@ -51,6 +52,10 @@ class Context:
     stalls: dict[str, tuple[int, float]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     nudge: Nudge | None = None
+    projector: Supervisor | None = None
+    """The embedded projector's supervisor (its state and retries), when it runs."""
+    retries_counted: int = 0
+    """The projector's retries already added to the Prometheus counter."""
 
     @property
     def log(self) -> EventLog:

@@ -67,6 +67,20 @@ class Metrics:
             "Position of the last event in the log",
             registry=self.registry,
         )
+        self.process_up = Gauge(
+            "sessionstore_process_up",
+            "1 while a supervised loop of this process runs normally, 0 while it retries a "
+            "failing database (or has stopped)",
+            ["process"],
+            registry=self.registry,
+        )
+        self.process_retries = Counter(
+            "sessionstore_process_retries",
+            "Failed attempts of a supervised loop of this process (each one retried after a "
+            "back-off)",
+            ["process"],
+            registry=self.registry,
+        )
 
 
 def count_requests(

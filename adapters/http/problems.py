@@ -34,6 +34,7 @@ STATUS_OF: Mapping[str, int] = {
     "storage-error": 503,
     "storage-rejected": 422,  # the same value would be refused again: not worth a retry
     "schema-not-ready": 503,
+    "database-misconfigured": 503,
     "stream-version-taken": 409,
     "projection-conflict": 409,
     "unknown-projection": 404,
@@ -70,6 +71,7 @@ TITLES: Mapping[str, str] = {
     "storage-error": "Storage unavailable",
     "storage-rejected": "Value refused by the database",
     "schema-not-ready": "Database schema not ready",
+    "database-misconfigured": "Database refuses this configuration",
     "stream-version-taken": "Version already taken",
     "projection-conflict": "Projection advanced concurrently",
     "unknown-projection": "Unknown projection",

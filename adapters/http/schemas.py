@@ -179,7 +179,8 @@ class RebuildOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "ready", "degraded"] = Field(
         description="degraded: ready, but some views hold quarantined events (their sessions are "
-        "held there; every other session is served); `reason` says which and what to run"
+        "held there; every other session is served), or the embedded projector retries a "
+        "failing database (views may lag); `reason` says which and what to run"
     )
     checks: dict[str, str] = Field(default_factory=dict)
     reason: str | None = Field(None, description="Why the status is degraded")

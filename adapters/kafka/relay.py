@@ -6,8 +6,9 @@ the brokers acknowledged the whole batch, and only then moves its position
 (``relay_positions``). Nothing in the request path talks to Kafka: appends only write the log,
 so there is no dual write. If the relay dies between the acknowledgement and saving its
 position it publishes those events again on restart (consumers deduplicate by event id /
-session version). If the brokers are unreachable it backs off (exponentially, with jitter, up to
-``max_backoff``) and retries from the saved position, reporting its lag; it never skips events.
+session version). If the brokers or the database fail it backs off (exponentially, with jitter,
+up to ``max_backoff``) and retries from the saved position, reporting its lag once per outage
+(``projections.supervision``); it never skips events.
 
 An event it cannot publish for a reason that is about the event itself (its stored row cannot be
 decoded, or it cannot be encoded as a message) goes to the dead-letter topic instead, with the
@@ -17,7 +18,6 @@ reason in its headers, and the relay moves past it: one bad row never stops the 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +36,7 @@ from sessionstore.adapters.storage.sql.log import SQLRunner
 from sessionstore.domain.errors import BrokerUnavailable, SessionStoreError, UndecodableEvent
 from sessionstore.domain.ports import LOG_START, EventLog, LogCursor, RecordedEvent
 from sessionstore.projections.runner import Waiter
+from sessionstore.projections.supervision import Backoff, Supervisor
 
 log = logging.getLogger("sessionstore.relay")
 
@@ -389,29 +390,27 @@ class Relay:
         *,
         poll_interval: float = 0.5,
         report: Callable[[str], None] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
-        """Live: publish, wait for news, repeat until ``stop``; back off while brokers are down."""
+        """Live: publish, wait for news, repeat until ``stop``. While the brokers or the
+        database fail it backs off and retries (``projections.supervision``: every completed
+        step counts as a success, since it read the database and published what it found);
+        configuration errors propagate."""
         say = report or log.info
-        delay = 0.0
+        supervisor = supervisor or Supervisor(
+            "relay", policy=Backoff(cap=self.max_backoff), report=report
+        )
         published = 0
         last_report = time.monotonic()
-        while not stop.is_set():
+
+        def step() -> bool:
+            nonlocal published, last_report
             try:
                 self.connect()
                 n = self.catch_up(stop)
-            except BrokerUnavailable as e:
-                delay = min(self.max_backoff, max(0.2, delay * 2))
-                wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
-                lag = self.log.count_after(self.positions.get(self.topic).cursor)
-                say(f"{e.message}; {lag} events waiting; retrying in {wait:.1f} s")
-                stop.wait(wait)
-                continue
             except RelayPositionMoved as e:
                 say(e.message)
-                continue
-            if delay:
-                say(f"brokers {self.bootstrap_servers} reachable again; publishing resumed")
-                delay = 0.0
+                return True
             published += n
             if published and time.monotonic() - last_report >= 10:
                 status = self.status()
@@ -422,6 +421,13 @@ class Relay:
                 published, last_report = 0, time.monotonic()
             if n == 0:
                 waiter.wait(poll_interval)
+            return True
+
+        supervisor.loop(step, stop, context=self._waiting)
+
+    def _waiting(self) -> str:
+        """How many events wait to be published (for the report of a failure)."""
+        return f"{self.log.count_after(self.positions.get(self.topic).cursor)} events waiting"
 
     def close(self) -> None:
         producer, self._producer = self._producer, None

@@ -28,10 +28,11 @@ from kafka.errors import CommitFailedError, KafkaError
 from sessionstore.adapters.kafka.messages import MalformedMessage, decode
 from sessionstore.adapters.kafka.relay import Producer, ensure_topic, kafka_config, open_producer
 from sessionstore.adapters.settings import Settings
-from sessionstore.domain.errors import BrokerUnavailable, StorageError
+from sessionstore.domain.errors import BrokerUnavailable
 from sessionstore.domain.ports import RecordedEvent
 from sessionstore.events.codec import EventCodec
 from sessionstore.projections.feed import DeliveredFeed
+from sessionstore.projections.supervision import Backoff, Supervisor
 
 log = logging.getLogger("sessionstore.kafka_worker")
 
@@ -151,11 +152,29 @@ class KafkaProjectionWorker:
         self._dead_letter_sends: list[Any] = []
         self.assigned: frozenset[int] = frozenset()
         """The partitions the group gave this worker (as of its last poll)."""
+        self._coordinator_lost: float | None = None
 
     def _consumer_now(self) -> Any:
         if self._consumer is None:
             self._consumer = self._consumer_factory()
+            self._coordinator_lost = time.monotonic()  # unknown until the first poll finds it
         return self._consumer
+
+    def _check_coordinator(self) -> None:
+        """A consumer's poll returns nothing, without an error, while the brokers are down: the
+        only sign is that the group coordinator is unknown. Longer than the Kafka timeout is an
+        outage (kafka-python has no public API for this; it reads the consumer's coordinator)."""
+        if self.coordinator_known():
+            self._coordinator_lost = None
+            return
+        now = time.monotonic()
+        if self._coordinator_lost is None:
+            self._coordinator_lost = now
+        elif now - self._coordinator_lost > self.settings.kafka_timeout_seconds:
+            raise BrokerUnavailable(
+                self.settings.kafka_bootstrap_servers,
+                f"no group coordinator answered for {now - self._coordinator_lost:.0f} s",
+            )
 
     def poll_once(self, timeout: float = 0.5) -> int:
         """Poll, apply, commit offsets; returns how many messages were received."""
@@ -165,6 +184,7 @@ class KafkaProjectionWorker:
             polled = consumer.poll(timeout_ms=int(timeout * 1000))
         except KafkaError as e:
             raise BrokerUnavailable(self.settings.kafka_bootstrap_servers, str(e)) from e
+        self._check_coordinator()
         self.assigned = frozenset(tp.partition for tp in consumer.assignment())
         if not polled:
             return 0
@@ -285,22 +305,69 @@ class KafkaProjectionWorker:
                 )
         return received
 
-    def run(self, stop: threading.Event, *, report: Callable[[str], None] | None = None) -> None:
-        """Consume until ``stop``; back off while the brokers are unreachable."""
-        say = report or log.info
-        delay = 0.0
-        while not stop.is_set():
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        report: Callable[[str], None] | None = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
+        """Consume until ``stop``; back off while the brokers or the database fail.
+
+        What resets the back-off (``projections.supervision``): a poll whose messages were
+        applied and committed, or an empty poll once the consumer has joined its group (the
+        brokers answer), provided that, after a failure (or at start), the database answers a
+        probe too. An empty poll alone proves nothing: it touches no database, and a consumer
+        polls "successfully" while the brokers are down. On a failure the consumer is dropped
+        (it has joined by then: one that left mid-join could hold up a broker's rebalance).
+        Configuration errors (outdated views) propagate."""
+        supervisor = supervisor or Supervisor(
+            "projections run --source kafka",
+            policy=Backoff(cap=self.settings.retry_max_seconds),
+            report=report,
+        )
+
+        def attempt() -> bool:
+            if self.poll_once():
+                return True
+            if not self.in_group():
+                return False  # no verdict yet: poll_once gives up after the Kafka timeout
+            if supervisor.state.state != "running":
+                self.probe_database()
+            return True
+
+        def step() -> bool:
             try:
-                self.poll_once()
-            except (BrokerUnavailable, StorageError) as e:
+                return attempt()
+            except Exception:
                 # Offsets were not committed: a new consumer resumes from the last commit, so
-                # the failed poll's messages come again.
-                delay = min(30.0, max(0.2, delay * 2))
-                say(f"{e.message}; retrying in {delay:.1f} s")
+                # the failed poll's messages come again (and one that is not in the group
+                # while we wait holds no partitions).
                 self._close_consumer()
-                stop.wait(delay)
-                continue
-            delay = 0.0
+                raise
+
+        supervisor.loop(step, stop)
+
+    def coordinator_known(self) -> bool:
+        """Whether the consumer knows its group's coordinator (a broker that answers): kafka-
+        python forgets it when the connection fails. True for a consumer that cannot tell (a
+        test double). Reads the consumer's state only: kafka-python has no public API for it."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        return coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
+
+    def in_group(self) -> bool:
+        """Whether the consumer has joined its group (a stable member, with or without
+        partitions) and knows the coordinator. A consumer is not dropped before that: one that
+        leaves in the middle of a join can leave some brokers' group waiting for it."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        stable = getattr(coordinator, "stable", None)
+        return self.coordinator_known() and (stable is None or bool(stable()))
+
+    def probe_database(self) -> None:
+        """One cheap read of the views' tracking rows (and the tables' fingerprints): raises
+        what the database raises (StorageError, or ProjectionOutdated)."""
+        positions = self.feed.store.positions([p.name for p in self.feed.projections])
+        self.feed.check_tables({name: t.generation for name, t in positions.items()})
 
     def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None

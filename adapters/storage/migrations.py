@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from sessionstore.domain.errors import SchemaNotReady, StorageError
+from sessionstore.domain.errors import DatabaseMisconfigured, SchemaNotReady
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -54,4 +54,4 @@ def check_version(applied: int | None, migrations: list[Migration], where: str) 
             f"{where} is at schema version {applied}, newer than this code's {latest}: "
             "upgrade sessionstore"
         )
-        raise StorageError(msg, applied=applied, latest=latest)
+        raise DatabaseMisconfigured(msg, applied=applied, latest=latest)

@@ -14,6 +14,7 @@ from sessionstore.adapters.http.schemas import HealthOut
 from sessionstore.domain.errors import StorageError
 from sessionstore.events.codec import CodecError
 from sessionstore.projections.base import ProjectionStatus
+from sessionstore.projections.supervision import cause
 
 logger = logging.getLogger("sessionstore.http")
 
@@ -35,9 +36,19 @@ def healthz() -> HealthOut:
 def readyz(ctx: Ctx) -> HealthOut:
     """Ready: the database answers and no view is stalled (lagging without moving).
 
-    Views that hold quarantined events make it ``degraded``, still 200: every other session is
-    served, and restarting or removing the process would not release them (docs/http.md)."""
-    statuses = ctx.runner().status()  # reads the log head: StorageError → 503
+    Views that hold quarantined events, or an embedded projector retrying a failing database,
+    make it ``degraded``, still 200: the API serves, and restarting or removing the process
+    would not help (docs/http.md)."""
+    projector = _projector_check(ctx)
+    try:
+        statuses = ctx.runner().status()  # reads the log head
+    except StorageError as e:
+        checks = {"database": f"failing: {cause(e)}"}
+        if ctx.projector is not None:
+            checks["projector"] = ctx.projector.state.describe()
+        raise HTTPProblem(
+            "not-ready", f"the database fails: {cause(e)}", context={"checks": checks}
+        ) from None
     now = time.monotonic()
     stalled = []
     with ctx.lock:
@@ -50,23 +61,41 @@ def readyz(ctx: Ctx) -> HealthOut:
             elif now - seen[1] >= ctx.stall_seconds:
                 stalled.append(s.name)
     if stalled:
+        context: dict[str, object] = {"stalled": stalled}
+        if projector:
+            context["projector"] = projector
         raise HTTPProblem(
             "not-ready",
             f"views not moving although behind the log: {', '.join(stalled)}; is "
             "`sessionstore projections run` running?",
-            context={"stalled": stalled},
+            context=context,
         )
     held = [s for s in statuses if s.quarantined]
     checks = {"database": "ok", **{s.name: _check(s) for s in statuses}}
+    reasons = []
+    if projector:
+        checks["projector"] = projector
+        reasons.append(
+            f"the embedded projector is {projector}; the views may lag until it recovers"
+        )
     if held:
         listed = ", ".join(f"{s.name} {s.quarantined}" for s in held)
-        reason = (
+        reasons.append(
             f"views hold quarantined events (their sessions are held there, every other "
             f"session is served): {listed}; inspect with `sessionstore projections quarantine "
             "list`, apply after a fix with `sessionstore projections quarantine retry`"
         )
-        return HealthOut(status="degraded", checks=checks, reason=reason)
+    if reasons:
+        return HealthOut(status="degraded", checks=checks, reason="; ".join(reasons))
     return HealthOut(status="ready", checks=checks)
+
+
+def _projector_check(ctx: Ctx) -> str | None:
+    """The embedded projector's state when it is not running normally (else None: a healthy
+    answer stays as it was without one)."""
+    if ctx.projector is None or ctx.projector.state.state in ("starting", "running"):
+        return None
+    return ctx.projector.state.describe()
 
 
 def _check(status: ProjectionStatus) -> str:
@@ -82,7 +111,7 @@ def _check(status: ProjectionStatus) -> str:
 )
 def prometheus_metrics(ctx: Ctx) -> Response:
     """Prometheus metrics: appends (rate, latency, conflicts), HTTP requests, projection lag and
-    quarantined events."""
+    quarantined events, and the embedded projector's state and retries."""
     try:
         statuses = ctx.runner().status()
     except (StorageError, CodecError):
@@ -94,4 +123,14 @@ def prometheus_metrics(ctx: Ctx) -> Response:
             ctx.metrics.quarantined.labels(s.name).set(s.quarantined)
         if statuses:
             ctx.metrics.head.set(statuses[0].head.position)
+    if ctx.projector is not None:
+        process = "projector"
+        up = ctx.projector.state.state in ("starting", "running")
+        ctx.metrics.process_up.labels(process).set(1 if up else 0)
+        with ctx.lock:
+            new, ctx.retries_counted = (
+                ctx.projector.retries - ctx.retries_counted,
+                ctx.projector.retries,
+            )
+        ctx.metrics.process_retries.labels(process).inc(new)
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -29,6 +29,7 @@ from psycopg.types.json import set_json_loads
 from sessionstore.adapters.settings import Settings
 from sessionstore.adapters.storage.migrations import check_version, discover
 from sessionstore.adapters.storage.postgres.notify import PostgresNotifier
+from sessionstore.adapters.storage.postgres.refusals import explained, misconfiguration
 from sessionstore.adapters.storage.serialization import SessionEventMapper, SessionStoredEvent
 from sessionstore.adapters.storage.sql.log import (
     LastHashes,
@@ -39,6 +40,7 @@ from sessionstore.adapters.storage.sql.log import (
     undecodable,
 )
 from sessionstore.domain.errors import (
+    DatabaseMisconfigured,
     SchemaNotReady,
     StorageError,
     StorageRejected,
@@ -211,7 +213,13 @@ def rejected(error: BaseException) -> bool:
 
 
 class SessionStoreDatastore(PostgresDatastore):
-    """The library's datastore, plus ``search_path`` set to our schema on every connection."""
+    """The library's datastore, plus ``search_path`` set to our schema on every connection, and
+    the reason a connection cannot be had (the pool only says it timed out)."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with explained(self.pool), super().get_connection() as conn:
+            yield conn
 
     def after_connect_func(self) -> Callable[[psycopg.Connection[Any]], None]:
         library_setup = super().after_connect_func()
@@ -549,6 +557,9 @@ class PostgresEventLog(SQLEventLog):
             raise StorageError(f"{self.where}: {e}") from e
         except (es.PersistenceError, psycopg.Error) as e:
             # psycopg errors raised outside the datastore's own choke point land here too
+            refused = misconfiguration(e)
+            if refused:
+                raise DatabaseMisconfigured(f"{self.where}: {refused}") from e
             if rejected(e):
                 raise StorageRejected(f"{self.where}: value rejected: {e}") from e
             raise StorageError(f"{self.where}: database error: {e}") from e

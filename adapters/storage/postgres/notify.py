@@ -81,9 +81,12 @@ class PostgresNotifier:
                 # Appends during this pause are announced by the next NOTIFY, together.
                 self._closed.wait(self.MIN_INTERVAL)
             except psycopg.Error as e:
-                log.warning("could not send NOTIFY (runners fall back to polling): %s", e)
                 if conn is not None:
                     conn.close()
+                # A connection the server closed (a restart) is replaced at once, silently; a
+                # failure to connect is reported once per streak (runners poll meanwhile).
+                if conn is None and backoff == 0.1:
+                    log.warning("could not send NOTIFY (runners fall back to polling): %s", e)
                 conn = None
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -100,6 +103,7 @@ class PostgresWaiter:
         self._listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel_for(settings)))
         self._stop = stop or threading.Event()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._failing = False
 
     def wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -107,6 +111,7 @@ class PostgresWaiter:
             if self._conn is None or self._conn.closed:
                 self._conn = _connect(self._settings)
                 self._conn.execute(self._listen)
+                self._failing = False
                 return  # events may have been appended while we were not listening: look now
             # Wake at least every 0.2 s so a stop request is noticed promptly.
             while not self._stop.is_set():
@@ -116,7 +121,14 @@ class PostgresWaiter:
                 for _ in self._conn.notifies(timeout=min(remaining, 0.2), stop_after=1):
                     return
         except psycopg.Error as e:
-            log.warning("LISTEN connection failed (polling instead): %s", e)
+            # Once per failure streak, and only at info: a database that is down is reported
+            # by the runner's supervisor; this only costs latency (the runner polls).
+            if not self._failing:
+                log.info(
+                    "LISTEN connection lost (polling until it is back): %s",
+                    " ".join(str(e).split()),
+                )
+            self._failing = True
             if self._conn is not None:
                 with contextlib.suppress(psycopg.Error):
                     self._conn.close()

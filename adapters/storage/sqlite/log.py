@@ -31,6 +31,7 @@ from sessionstore.adapters.storage.sql.log import (
     undecodable,
 )
 from sessionstore.domain.errors import (
+    DatabaseMisconfigured,
     SchemaNotReady,
     StorageError,
     StorageRejected,
@@ -50,6 +51,7 @@ from sessionstore.events.catalogue import SessionEvent
 
 MIGRATIONS_PACKAGE = "sessionstore.adapters.storage.sqlite.migrations"
 LOCK_TIMEOUT_SECONDS = 10
+"""The default busy timeout (``SESSIONSTORE_SQLITE_BUSY_TIMEOUT_SECONDS``)."""
 
 _COLUMNS = (
     "position, session_id, version, event_id, topic, class_version, tenant_id, occurred_at, "
@@ -89,8 +91,8 @@ def open_datastore(settings: Settings) -> SQLiteDatastore:
     path = settings.sqlite_path
     if path.parent and not path.parent.exists():
         msg = f"directory {path.parent} for the SQLite database does not exist"
-        raise StorageError(msg, path=str(path))
-    return SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_SECONDS)
+        raise DatabaseMisconfigured(msg, path=str(path))
+    return SQLiteDatastore(str(path), lock_timeout=settings.sqlite_busy_timeout_seconds)
 
 
 class SQLiteEventLog(SQLEventLog):
